@@ -1,0 +1,186 @@
+"""A plain eager PyTorch GPT training loop, the way nanoGPT's train.py runs it.
+
+Written for the benchmarks as the "before" picture: the same model shape and hyperparameters
+as ``nanogpt train --preset shakespeare-char-cpu``, with nanoGPT's habits: the model in the
+style of its model.py (exact GELU, SDPA attention), a memmap re-created for every batch,
+AdamW without the fused kernel on CPU, evaluation with train-sized batches under no_grad,
+loss read every iteration, a pickled checkpoint saved when val loss improves.
+
+Usage: python benchmarks/baseline_nanogpt.py DATA_DIR OUT_DIR [--max-iters N]
+Prints one JSON line at the end: {"val_loss": ..., "iters": ..., "train_seconds": ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+# shakespeare-char-cpu, i.e. nanoGPT's config/train_shakespeare_char.py with the README's
+# MacBook overrides.
+BATCH, BLOCK, LAYERS, HEADS, EMBD = 12, 64, 4, 4, 128
+LR, MIN_LR, WARMUP, DECAY_ITERS = 1e-3, 1e-4, 100, 2000
+BETA1, BETA2, WEIGHT_DECAY, GRAD_CLIP = 0.9, 0.99, 0.1, 1.0
+EVAL_INTERVAL, EVAL_ITERS = 250, 20
+
+
+class SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(EMBD, 3 * EMBD, bias=False)
+        self.proj = nn.Linear(EMBD, EMBD, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(EMBD, dim=2)
+        q = q.view(B, T, HEADS, C // HEADS).transpose(1, 2)
+        k = k.view(B, T, HEADS, C // HEADS).transpose(1, 2)
+        v = v.view(B, T, HEADS, C // HEADS).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class Layer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(EMBD, bias=False)
+        self.attn = SelfAttention()
+        self.ln2 = nn.LayerNorm(EMBD, bias=False)
+        self.fc = nn.Linear(EMBD, 4 * EMBD, bias=False)
+        self.gelu = nn.GELU()
+        self.out = nn.Linear(4 * EMBD, EMBD, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.out(self.gelu(self.fc(self.ln2(x))))
+
+
+class BaselineGPT(nn.Module):
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, EMBD)
+        self.pos = nn.Embedding(BLOCK, EMBD)
+        self.layers = nn.ModuleList([Layer() for _ in range(LAYERS)])
+        self.ln_f = nn.LayerNorm(EMBD, bias=False)
+        self.head = nn.Linear(EMBD, vocab, bias=False)
+        self.tok.weight = self.head.weight
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                std = (
+                    0.02 / math.sqrt(2 * LAYERS)
+                    if name.endswith(("proj.weight", "out.weight"))
+                    else 0.02
+                )
+                nn.init.normal_(p, 0.0, std)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        x = self.tok(idx) + self.pos(torch.arange(idx.size(1)))
+        for layer in self.layers:
+            x = layer(x)
+        logits = self.head(self.ln_f(x))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def get_batch(data_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    # nanoGPT re-creates the memmap for every batch to avoid a memory leak.
+    data = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r")
+    ix = torch.randint(len(data) - BLOCK, (BATCH,))
+    x = torch.stack([torch.from_numpy(data[i : i + BLOCK].astype(np.int64)) for i in ix])
+    y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + BLOCK].astype(np.int64)) for i in ix])
+    return x, y
+
+
+def lr_at(it: int) -> float:
+    if it < WARMUP:
+        return LR * (it + 1) / (WARMUP + 1)
+    if it > DECAY_ITERS:
+        return MIN_LR
+    ratio = (it - WARMUP) / (DECAY_ITERS - WARMUP)
+    return MIN_LR + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (LR - MIN_LR)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data_dir")
+    ap.add_argument("out_dir")
+    ap.add_argument("--max-iters", type=int, default=2000)
+    args = ap.parse_args()
+    os.makedirs(args.out_dir, exist_ok=True)
+    torch.manual_seed(1337)
+    with open(os.path.join(args.data_dir, "meta.json"), encoding="utf-8") as f:
+        vocab = json.load(f)["vocab_size"]
+    model = BaselineGPT(vocab)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": WEIGHT_DECAY},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=LR,
+        betas=(BETA1, BETA2),
+    )
+    ctx = nullcontext()
+
+    @torch.no_grad()
+    def estimate_loss() -> dict[str, float]:
+        model.eval()
+        out = {}
+        for split in ("train", "val"):
+            losses = torch.zeros(EVAL_ITERS)
+            for k in range(EVAL_ITERS):
+                x, y = get_batch(args.data_dir, split)
+                with ctx:
+                    losses[k] = model(x, y).item()
+            out[split] = losses.mean().item()
+        model.train()
+        return out
+
+    start = time.perf_counter()
+    best_val, val_loss, it = 1e9, float("nan"), 0
+    x, y = get_batch(args.data_dir, "train")
+    while True:
+        lr = lr_at(it)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if it % EVAL_INTERVAL == 0:
+            losses = estimate_loss()
+            val_loss = losses["val"]
+            print(
+                f"step {it}: train loss {losses['train']:.4f}, val loss {val_loss:.4f}", flush=True
+            )
+            if val_loss < best_val:
+                best_val = val_loss
+                if it > 0:
+                    torch.save(
+                        {
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "iter_num": it,
+                            "best_val_loss": best_val,
+                        },
+                        os.path.join(args.out_dir, "ckpt.pt"),
+                    )
+        if it >= args.max_iters:
+            break
+        loss = model(x, y)
+        x, y = get_batch(args.data_dir, "train")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()  # nanoGPT logs every iteration in the README's CPU line
+        it += 1
+    seconds = time.perf_counter() - start
+    print(json.dumps({"val_loss": val_loss, "iters": it, "train_seconds": seconds}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The ``nanogpt`` command line: a thin layer over the library."""

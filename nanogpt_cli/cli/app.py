@@ -1,0 +1,94 @@
+"""The ``nanogpt`` Typer app: registers the commands and turns errors into one line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Optional
+
+import typer
+
+from .. import __version__
+from ..errors import NanoGPTError
+from . import prepare, sample, train
+
+DEBUG_ENV = "NANOGPT_DEBUG"
+
+app = typer.Typer(
+    name="nanogpt",
+    help="Prepare data for, train, and sample GPT models.",
+    no_args_is_help=True,
+    # nanoGPT's spelling --batch_size=32 works as well as --batch-size 32.
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "token_normalize_func": lambda token: token.replace("_", "-"),
+    },
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(prepare.app, name="prepare")
+app.command("train")(train.train)
+app.command("sample")(sample.sample)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nanogpt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--version", help="Show the version and exit.", callback=_version, is_eager=True
+        ),
+    ] = None,
+) -> None:
+    """Prepare data for, train, and sample GPT models.
+
+    First minutes: nanogpt prepare shakespeare-char; nanogpt train; nanogpt sample
+    """
+    from ..log import configure_logging
+
+    configure_logging()
+
+
+def _is_usage_error(e: Exception) -> bool:
+    # Typer's parser errors (unknown option, bad value) carry an exit code and a message;
+    # they are matched by shape because their classes are not part of Typer's public API.
+    return isinstance(getattr(e, "exit_code", None), int) and callable(
+        getattr(e, "format_message", None)
+    )
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: run the app; our errors and usage errors print one line."""
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = app(args=args, prog_name="nanogpt", standalone_mode=False)
+    except NanoGPTError as e:
+        if debug:
+            raise
+        _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _fail("interrupted", 130)
+    except typer.Abort:
+        _fail("aborted", 1)
+    except Exception as e:
+        if not _is_usage_error(e) or debug:
+            raise
+        ctx = getattr(e, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _fail(f"{where}{e.format_message()}{hint}", e.exit_code)  # type: ignore[attr-defined]
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,134 @@
+"""CLI options shared between commands, and the training options built from the config.
+
+The training options are generated from the dataclasses in ``config.py``: one option per
+field, in a help panel per group, with the field's help text and type. Their CLI default is
+``None`` ("not given"), so that a preset or config file can supply the value; the default
+shown in ``--help`` is the value under the command's default preset.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..config import (
+    DEFAULT_PRESET,
+    GROUP_TITLES,
+    PRESETS,
+    OptionSpec,
+    TrainConfig,
+    apply_values,
+    option_specs,
+    preset_values,
+)
+
+Device = Annotated[
+    str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
+]
+DType = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="auto, float32, bfloat16 or float16 (auto: bfloat16 on CUDA where supported).",
+    ),
+]
+DataDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data-dir",
+        help="Where datasets live; default: $NANOGPT_DATA_DIR, else the user data dir.",
+        show_default="$NANOGPT_DATA_DIR or user data dir",
+    ),
+]
+
+
+def complete_preset(incomplete: str) -> list[str]:
+    return [name for name in PRESETS if name.startswith(incomplete)]
+
+
+Preset = Annotated[
+    str,
+    typer.Option(
+        "--preset",
+        help="Named set of options to start from (see docs/configuration.md).",
+        autocompletion=complete_preset,
+        rich_help_panel="Configuration",
+    ),
+]
+
+
+ConfigFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config",
+        help="TOML file of options; overrides the preset, flags override it.",
+        rich_help_panel="Configuration",
+        show_default=False,
+    ),
+]
+
+
+def _shown_default(spec: OptionSpec, value: Any) -> str | bool:
+    if spec.default_text is not None and value == spec.default:
+        return spec.default_text
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _annotation(spec: OptionSpec, defaults: TrainConfig) -> Any:
+    value = getattr(getattr(defaults, spec.group), spec.name)
+    base = spec.base_type
+    decls = [spec.flag]
+    if base is bool:
+        decls = [f"{spec.flag}/--no-{spec.flag[2:]}"]
+    return Annotated[
+        Optional[base],
+        typer.Option(
+            *decls,
+            help=spec.help,
+            show_default=_shown_default(spec, value),
+            rich_help_panel=GROUP_TITLES[spec.group],
+        ),
+    ]
+
+
+def training_parameters(preset: str = DEFAULT_PRESET) -> list[inspect.Parameter]:
+    """One keyword parameter per training option, for a Typer command's signature."""
+    defaults = apply_values(TrainConfig(), preset_values(preset))
+    return [
+        inspect.Parameter(
+            spec.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=_annotation(spec, defaults),
+        )
+        for spec in option_specs()
+    ]
+
+
+def with_training_options(
+    func: Callable[..., Any], preset: str = DEFAULT_PRESET
+) -> Callable[..., Any]:
+    """Give ``func(..., **options)`` a signature listing every training option.
+
+    ``func``'s own parameters come first; the training options arrive in ``**options``.
+    """
+    own = [
+        p
+        for p in inspect.signature(func).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    hints = typing.get_type_hints(func, include_extras=True)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in own]
+    params = own + training_parameters(preset)
+    func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    func.__annotations__ = {p.name: p.annotation for p in params}
+    return func

@@ -1,0 +1,118 @@
+"""``nanogpt sample``: generate text from a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..config import DEFAULT_PRESET, preset_values
+from ..errors import ConfigError
+from .options import Device, DType
+
+DEFAULT_OUT_DIR = preset_values(DEFAULT_PRESET)["out_dir"]
+DEFAULT_TOP_K = 200
+
+
+def sample(
+    out_dir: Annotated[
+        Path, typer.Option("--out-dir", help="Run directory whose checkpoint to load.")
+    ] = Path(DEFAULT_OUT_DIR),
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--checkpoint",
+            help="Checkpoint directory or file; overrides --out-dir.",
+            show_default=False,
+        ),
+    ] = None,
+    start: Annotated[
+        str, typer.Option("--start", help="Prompt text, or FILE:path to read it from a file.")
+    ] = "\n",
+    num_samples: Annotated[int, typer.Option("--num-samples", help="Samples to draw.")] = 1,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", help="Tokens to generate per sample.")
+    ] = 500,
+    temperature: Annotated[
+        float,
+        typer.Option("--temperature", help="Sampling temperature; 0 is greedy (deterministic)."),
+    ] = 0.8,
+    top_k: Annotated[
+        Optional[int],
+        typer.Option(
+            "--top-k",
+            help="Sample from the k most likely tokens only.",
+            show_default=f"{DEFAULT_TOP_K}, capped at the vocabulary size",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 1337,
+    device: Device = "auto",
+    dtype: DType = "auto",
+    kv_cache: Annotated[
+        bool,
+        typer.Option(
+            "--kv-cache/--no-kv-cache", help="Cache keys and values (much faster; same output)."
+        ),
+    ] = True,
+    window_stride: Annotated[
+        Optional[int],
+        typer.Option(
+            "--window-stride",
+            help="Past block_size tokens, move the context window by this many tokens "
+            "(1: nanoGPT's sliding window, slowest).",
+            show_default="block_size / 4",
+        ),
+    ] = None,
+) -> None:
+    """Generate text from a checkpoint, streamed to stdout.
+
+    Examples:
+      nanogpt sample
+      nanogpt sample --start "ROMEO:" --temperature 0 --max-new-tokens 200
+      nanogpt sample --checkpoint out-shakespeare-char --start FILE:prompt.txt
+    """
+    from ..sample import Sampler
+
+    prompt = _read_prompt(start)
+    sampler = Sampler.from_checkpoint(checkpoint or out_dir, device=device, dtype=dtype)
+    vocab = sampler.tokenizer.vocab_size
+    if top_k is not None and top_k > vocab:
+        raise ConfigError(f"--top-k {top_k} is larger than the vocabulary ({vocab} tokens)")
+    if window_stride is not None and window_stride <= 0:
+        raise ConfigError(f"--window-stride must be positive (got {window_stride})")
+    stream = sampler.stream(
+        prompt,
+        max_new_tokens,
+        num_samples=num_samples,
+        temperature=temperature,
+        top_k=DEFAULT_TOP_K if top_k is None else top_k,
+        seed=seed,
+        use_cache=kv_cache,
+        window_stride=window_stride,
+    )
+    decode = sampler.tokenizer.decode
+    # The first sample streams as it is generated; the others of the batch follow it.
+    rest: list[list[int]] = [[] for _ in range(num_samples - 1)]
+    typer.echo(prompt, nl=False)
+    for tokens in stream:
+        ids = tokens.tolist()
+        typer.echo(decode(ids[:1]), nl=False)
+        for i, token in enumerate(ids[1:]):
+            rest[i].append(token)
+    typer.echo("")
+    for ids in rest:
+        typer.echo("---------------")
+        typer.echo(prompt + decode(ids))
+
+
+def _read_prompt(start: str) -> str:
+    if not start.startswith("FILE:"):
+        return start
+    path = Path(start[len("FILE:") :]).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--start {start}: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--start {start}: cannot read {path}: {e}") from None

@@ -1,0 +1,39 @@
+"""``nanogpt train``: train a GPT from scratch or resume a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import DEFAULT_PRESET
+from .options import ConfigFile, Preset, with_training_options
+
+
+def train(preset: Preset = DEFAULT_PRESET, config: ConfigFile = None, **options: Any) -> None:
+    """Train a GPT model.
+
+    Option values come from the preset, then --config FILE.toml, then the flags given here.
+    Defaults shown are those of the shakespeare-char preset. nanoGPT's spelling
+    (--batch_size=32) works too.
+
+    Examples:
+      nanogpt train                                  (baby GPT on shakespeare-char)
+      nanogpt train --preset shakespeare-char-cpu    (a few minutes on a laptop CPU)
+      nanogpt train --max-iters 1000 --resume
+    """
+    from ..config import build_config
+    from ..log import logger
+    from ..train import train as run_training
+
+    cfg = build_config(preset, config, options)
+    result = run_training(cfg)
+    if cfg.eval.eval_only:
+        return
+    best = f"{result.best_val_loss:.4f}" if result.best_val_loss < float("inf") else "n/a"
+    logger.info(
+        f"done: iteration {result.iter_num} in {result.seconds:.1f} s, best val loss {best}; "
+        f"checkpoint in {result.out_dir}"
+    )
+    logger.info(f"next: nanogpt sample --out-dir {result.out_dir}")
+
+
+with_training_options(train)

@@ -1,0 +1,475 @@
+"""Training options: one typed config, the single source of truth.
+
+Every option is a dataclass field with its default and help text. The option groups
+(model, data, optimizer and schedule, evaluation and I/O, system) build ``TrainConfig``;
+the CLI's ``--help``, presets, TOML config files and validation are all derived from them.
+
+Precedence, lowest first: field defaults < preset < ``--config FILE.toml`` < flags.
+
+This module must stay importable without torch: ``nanogpt --help`` reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import sys
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+Activation = Literal["gelu_tanh", "gelu"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+DEFAULT_PRESET = "shakespeare-char"
+
+
+def opt(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field carrying its ``--help`` text."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the GPT model. Recorded in every checkpoint."""
+
+    n_layer: int = opt(12, "Number of transformer blocks.")
+    n_head: int = opt(12, "Attention heads per block; must divide n_embd.")
+    n_embd: int = opt(768, "Embedding (residual stream) width.")
+    block_size: int = opt(1024, "Context length in tokens.")
+    vocab_size: int | None = opt(
+        None, "Vocabulary size; default: the dataset's tokenizer size.", default_text="dataset's"
+    )
+    dropout: float = opt(0.0, "Dropout probability (0 for pretraining, 0.1+ for finetuning).")
+    bias: bool = opt(False, "Use biases in Linear and LayerNorm layers, as GPT-2 does.")
+    activation: Activation = opt(
+        "gelu_tanh",
+        "MLP activation: gelu_tanh (GPT-2, Hugging Face) or gelu (exact erf, original nanoGPT).",
+    )
+
+
+@dataclass
+class DataConfig:
+    """Which data to train on and how much of it per step."""
+
+    dataset: str = opt(
+        "openwebtext", "Prepared dataset name (see `nanogpt prepare`) or its directory."
+    )
+    data_dir: str | None = opt(
+        None,
+        "Where datasets live; default: $NANOGPT_DATA_DIR, else the user data dir.",
+        default_text="$NANOGPT_DATA_DIR or user data dir",
+    )
+    batch_size: int = opt(12, "Sequences per micro-batch.")
+    gradient_accumulation_steps: int = opt(40, "Micro-batches per optimizer step.")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and the learning-rate schedule (linear warmup, cosine decay)."""
+
+    learning_rate: float = opt(6e-4, "Peak learning rate.")
+    max_iters: int = opt(600000, "Number of optimizer steps.")
+    weight_decay: float = opt(0.1, "AdamW weight decay, applied to 2-D weights only.")
+    beta1: float = opt(0.9, "AdamW beta1.")
+    beta2: float = opt(0.95, "AdamW beta2.")
+    grad_clip: float = opt(1.0, "Clip the gradient norm to this value; 0 disables clipping.")
+    decay_lr: bool = opt(True, "Decay the learning rate with a cosine schedule.")
+    warmup_iters: int = opt(2000, "Steps of linear learning-rate warmup.")
+    lr_decay_iters: int = opt(600000, "Step at which the cosine decay reaches min_lr.")
+    min_lr: float = opt(6e-5, "Learning rate at the end of the decay.")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation, logging and checkpoints."""
+
+    out_dir: str = opt("out", "Directory for checkpoints and metrics.jsonl.")
+    eval_interval: int = opt(2000, "Evaluate train/val loss every this many steps.")
+    eval_iters: int = opt(200, "Batches per split in each evaluation.")
+    log_interval: int = opt(1, "Log training loss every this many steps.")
+    eval_only: bool = opt(False, "Evaluate once and exit.")
+    always_save_checkpoint: bool = opt(
+        True, "Save at every evaluation, not only when val loss improves."
+    )
+    resume: bool = opt(False, "Resume from the checkpoint in out_dir.")
+
+
+@dataclass
+class SystemConfig:
+    """Where and how the computation runs."""
+
+    device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
+    dtype: DType = opt(
+        "auto", "auto: bfloat16 where supported, float16 on older CUDA GPUs, float32 on CPU."
+    )
+    compile: bool | None = opt(
+        None, "Compile the model with torch.compile; default: on for CUDA.", default_text="auto"
+    )
+    seed: int = opt(1337, "Random seed for initialisation, batches and dropout.")
+
+
+@dataclass
+class TrainConfig:
+    """Every training option, grouped by concern."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain dict, group name -> {option: value}."""
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Flat plain dict, option -> value."""
+        return {name: getattr(getattr(self, g), name) for name, g in _OWNER.items()}
+
+
+GROUP_TITLES: dict[str, str] = {
+    "model": "Model",
+    "data": "Data",
+    "optim": "Optimizer and schedule",
+    "eval": "Evaluation and I/O",
+    "system": "System",
+}
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One training option as the CLI and config files see it."""
+
+    name: str
+    group: str
+    type: Any
+    default: Any
+    help: str
+    default_text: str | None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def base_type(self) -> Any:
+        """The type without ``| None``."""
+        args = [a for a in typing.get_args(self.type) if a is not type(None)]
+        if typing.get_origin(self.type) in (typing.Union, _UnionType) and len(args) == 1:
+            return args[0]
+        return self.type
+
+
+_UnionType = type(int | None)
+
+
+def option_specs() -> list[OptionSpec]:
+    """All training options, in group order, from the dataclasses."""
+    specs = []
+    for group_field in dataclasses.fields(TrainConfig):
+        cls = group_field.default_factory  # type: ignore[misc]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            specs.append(
+                OptionSpec(
+                    name=f.name,
+                    group=group_field.name,
+                    type=hints[f.name],
+                    default=f.default,
+                    help=f.metadata["help"],
+                    default_text=f.metadata.get("default_text"),
+                )
+            )
+    return specs
+
+
+_SPECS: dict[str, OptionSpec] = {s.name: s for s in option_specs()}
+_OWNER: dict[str, str] = {s.name: s.group for s in _SPECS.values()}
+
+# ---------------------------------------------------------------------------------------------
+# Presets: named deltas over the defaults above (which are nanoGPT's train.py defaults).
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "shakespeare-char": {
+        "description": "Baby GPT on character-level Shakespeare (nanoGPT's shakespeare_char).",
+        "values": {
+            "out_dir": "out-shakespeare-char",
+            "eval_interval": 250,
+            "eval_iters": 200,
+            "log_interval": 10,
+            "always_save_checkpoint": False,
+            "dataset": "shakespeare-char",
+            "gradient_accumulation_steps": 1,
+            "batch_size": 64,
+            "block_size": 256,
+            "n_layer": 6,
+            "n_head": 6,
+            "n_embd": 384,
+            "dropout": 0.2,
+            "learning_rate": 1e-3,
+            "max_iters": 5000,
+            "lr_decay_iters": 5000,
+            "min_lr": 1e-4,
+            "beta2": 0.99,
+            "warmup_iters": 100,
+        },
+    },
+    "shakespeare-char-cpu": {
+        "description": "Small character-level Shakespeare model that trains on a laptop CPU.",
+        "extends": "shakespeare-char",
+        "values": {
+            "device": "cpu",
+            "compile": False,
+            "eval_iters": 20,
+            "block_size": 64,
+            "batch_size": 12,
+            "n_layer": 4,
+            "n_head": 4,
+            "n_embd": 128,
+            "max_iters": 2000,
+            "lr_decay_iters": 2000,
+            "dropout": 0.0,
+        },
+    },
+    "gpt2-124m": {
+        "description": "GPT-2 124M on OpenWebText (nanoGPT's train.py defaults).",
+        "values": {"out_dir": "out-gpt2-124m", "dataset": "openwebtext"},
+    },
+}
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The flat option values a preset sets, its ``extends`` chain included."""
+    chain: list[str] = []
+    current: str | None = name
+    while current is not None:
+        if current not in PRESETS:
+            raise ConfigError(f"unknown preset '{current}'{_suggest(current, PRESETS)}")
+        if current in chain:
+            raise ConfigError(f"preset '{name}' extends itself through {' -> '.join(chain)}")
+        chain.append(current)
+        current = PRESETS[current].get("extends")
+    values: dict[str, Any] = {}
+    for preset in reversed(chain):
+        values.update(PRESETS[preset]["values"])
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and validating a config.
+
+
+def build_config(
+    preset: str | None = DEFAULT_PRESET,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Resolve defaults < preset < config file < overrides, then validate.
+
+    ``overrides`` maps option names (``batch_size``) to values; ``None`` values are ignored,
+    so CLI flags that were not given pass straight through.
+    """
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    if preset is not None:
+        values.update(preset_values(preset))
+    if config_file is not None:
+        file_values, file_problems = read_config_file(config_file)
+        values.update(file_values)
+        problems += file_problems
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name not in _SPECS:
+            problems.append(f"unknown option '{name}'{_suggest(name, _SPECS)}")
+            continue
+        values[name] = value
+    cfg = apply_values(TrainConfig(), values)
+    problems += validate(cfg)
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return cfg
+
+
+def apply_values(cfg: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
+    """Set options by name (``{"batch_size": 32}``) on ``cfg``, without validation."""
+    for name, value in values.items():
+        setattr(getattr(cfg, _OWNER[name]), name, value)
+    return cfg
+
+
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """Read a TOML file of options, flat (``batch_size = 32``) or grouped (``[data]``).
+
+    Returns the values and the problems found (unknown keys, wrong types).
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    flat: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in raw.items():
+        if key in GROUP_TITLES and isinstance(value, dict):
+            for sub, subvalue in value.items():
+                if sub not in _SPECS or _SPECS[sub].group != key:
+                    problems.append(
+                        f"unknown option '{sub}' in [{key}] of {path}{_suggest(sub, _SPECS)}"
+                    )
+                else:
+                    flat[sub] = subvalue
+        elif key in _SPECS:
+            flat[key] = value
+        else:
+            problems.append(f"unknown option '{key}' in {path}{_suggest(key, _SPECS)}")
+    values = {}
+    for key, value in flat.items():
+        checked = _check_type(_SPECS[key], value)
+        if isinstance(checked, _TypeProblem):
+            problems.append(f"{key} in {path}: {checked.message}")
+        else:
+            values[key] = checked
+    return values, problems
+
+
+@dataclass
+class _TypeProblem:
+    message: str
+
+
+def _check_type(spec: OptionSpec, value: Any) -> Any:
+    """Check a value read from a file against the option's type; ints widen to floats."""
+    base = spec.base_type
+    if value is None and base is not spec.type:
+        return None
+    if typing.get_origin(base) is Literal:
+        choices = typing.get_args(base)
+        if value in choices:
+            return value
+        return _TypeProblem(f"expected one of {', '.join(choices)}, got {value!r}")
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, base)
+    if ok:
+        return value
+    return _TypeProblem(f"expected {base.__name__}, got {value!r}")
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def validate(cfg: TrainConfig) -> list[str]:
+    """Every problem with a config, each naming the options involved."""
+    problems: list[str] = []
+    m, d, o, e, s = cfg.model, cfg.data, cfg.optim, cfg.eval, cfg.system
+
+    def flag(name: str) -> str:
+        return _SPECS[name].flag
+
+    # Values that came from Python code rather than the CLI or a file.
+    for name, value in cfg.flat().items():
+        checked = _check_type(_SPECS[name], value)
+        if isinstance(checked, _TypeProblem):
+            problems.append(f"{flag(name)}: {checked.message}")
+    if problems:
+        return problems
+
+    positive = [
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "block_size",
+        "batch_size",
+        "gradient_accumulation_steps",
+        "eval_interval",
+        "eval_iters",
+        "log_interval",
+    ]
+    for name in positive:
+        value = getattr(getattr(cfg, _OWNER[name]), name)
+        if value <= 0:
+            problems.append(f"{flag(name)} must be positive (got {value})")
+    if m.vocab_size is not None and m.vocab_size <= 0:
+        problems.append(f"--vocab-size must be positive (got {m.vocab_size})")
+    if m.n_head > 0 and m.n_embd > 0 and m.n_embd % m.n_head != 0:
+        problems.append(f"--n-embd ({m.n_embd}) must be divisible by --n-head ({m.n_head})")
+    if not 0.0 <= m.dropout < 1.0:
+        problems.append(f"--dropout must be in [0, 1) (got {m.dropout})")
+    for name in ("max_iters", "warmup_iters", "lr_decay_iters"):
+        value = getattr(o, name)
+        if value < 0:
+            problems.append(f"{flag(name)} must not be negative (got {value})")
+    if o.learning_rate <= 0:
+        problems.append(f"--learning-rate must be positive (got {o.learning_rate})")
+    if o.min_lr < 0:
+        problems.append(f"--min-lr must not be negative (got {o.min_lr})")
+    for name in ("beta1", "beta2"):
+        value = getattr(o, name)
+        if not 0.0 <= value < 1.0:
+            problems.append(f"{flag(name)} must be in [0, 1) (got {value})")
+    if o.weight_decay < 0:
+        problems.append(f"--weight-decay must not be negative (got {o.weight_decay})")
+    if o.grad_clip < 0:
+        problems.append(f"--grad-clip must not be negative (got {o.grad_clip})")
+    if o.decay_lr and o.lr_decay_iters < o.warmup_iters:
+        problems.append(
+            f"--lr-decay-iters ({o.lr_decay_iters}) must be at least "
+            f"--warmup-iters ({o.warmup_iters})"
+        )
+    if not _DEVICE_RE.match(s.device):
+        problems.append(
+            f"--device: unknown device '{s.device}'; use auto, cpu, cuda, cuda:N or mps"
+        )
+    if not d.dataset:
+        problems.append("--dataset must not be empty")
+    if not e.out_dir:
+        problems.append("--out-dir must not be empty")
+    return problems
+
+
+def _suggest(word: str, candidates: Mapping[str, Any] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def to_toml(cfg: TrainConfig) -> str:
+    """The config as a grouped TOML document (options left at None are omitted)."""
+    lines: list[str] = []
+    for group, values in cfg.to_dict().items():
+        lines.append(f"[{group}]")
+        for name, value in values.items():
+            if value is not None:
+                lines.append(f"{name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,1 @@
+"""Datasets: download, tokenize, token files and the batch loader."""

@@ -1,0 +1,91 @@
+"""Prepared datasets on disk: ``train.bin`` / ``val.bin`` (headerless uint16) + ``meta.json``.
+
+The ``.bin`` files are nanoGPT's layout, so nanoGPT's own scripts read them too. ``meta.json``
+records the tokenizer and the token counts; it is JSON, never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DatasetError
+from ..paths import dataset_dir
+from .tokenizer import Tokenizer, tokenizer_from_dict
+
+META_FILE = "meta.json"
+SPLITS = ("train", "val")
+TOKEN_BYTES = 2  # uint16
+
+# How to prepare each dataset that `nanogpt prepare` knows, for error messages.
+PREPARE_HINTS = {"shakespeare-char": "nanogpt prepare shakespeare-char"}
+
+
+@dataclass
+class Dataset:
+    """A prepared dataset: where its splits are and how its tokens map to text."""
+
+    name: str
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    @property
+    def tokenizer_info(self) -> dict[str, Any]:
+        return dict(self.meta["tokenizer"])
+
+    def tokenizer(self) -> Tokenizer:
+        return tokenizer_from_dict(self.tokenizer_info)
+
+    def split_path(self, split: str) -> Path:
+        return self.path / f"{split}.bin"
+
+    def num_tokens(self, split: str) -> int:
+        return self.split_path(split).stat().st_size // TOKEN_BYTES
+
+
+def open_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
+    """Find a prepared dataset and check that its files are usable."""
+    path = dataset_dir(name, data_dir)
+    meta_path = path / META_FILE
+    if not meta_path.exists():
+        hint = PREPARE_HINTS.get(name)
+        how = f"run `{hint}`" if hint else "prepare it with `nanogpt prepare`"
+        where = f" --data-dir {data_dir}" if data_dir and hint else ""
+        raise DatasetError(f"dataset '{name}' is not prepared (no {meta_path}); {how}{where}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"cannot read {meta_path}: {e}; prepare the dataset again") from None
+    if not isinstance(meta, dict) or "tokenizer" not in meta or "vocab_size" not in meta:
+        raise DatasetError(f"{meta_path} is not a nanogpt dataset description; prepare again")
+    for split in SPLITS:
+        bin_path = path / f"{split}.bin"
+        if not bin_path.exists():
+            raise DatasetError(f"dataset '{name}' has no {bin_path}; prepare it again")
+        size = bin_path.stat().st_size
+        if size == 0 or size % TOKEN_BYTES:
+            raise DatasetError(
+                f"{bin_path} has {size} bytes, not a whole number of uint16 tokens; "
+                "prepare the dataset again"
+            )
+    return Dataset(name=str(meta.get("name", name)), path=path, meta=meta)
+
+
+def write_tokens(path: Path, tokens: Any) -> None:
+    """Write a uint16 array to ``path`` atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tokens.tofile(tmp)
+    os.replace(tmp, path)
+
+
+def write_meta(path: Path, meta: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

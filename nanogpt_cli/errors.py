@@ -1,0 +1,35 @@
+"""The project's exceptions.
+
+Library code raises these with a message that says what went wrong and what to do next.
+Only the CLI turns them into a one-line error and an exit code.
+"""
+
+from __future__ import annotations
+
+
+class NanoGPTError(Exception):
+    """Base class for every error the user can fix."""
+
+    exit_code: int = 1
+
+
+class ConfigError(NanoGPTError):
+    """Options, presets or config files that do not make a valid configuration."""
+
+    exit_code = 2
+
+
+class DatasetError(NanoGPTError):
+    """A dataset that is missing, unreadable or inconsistent."""
+
+
+class CheckpointError(NanoGPTError):
+    """A checkpoint that is missing, unreadable or does not fit the model."""
+
+
+class DeviceError(NanoGPTError):
+    """A device or dtype that this machine cannot provide."""
+
+
+class TrainingError(NanoGPTError):
+    """Training that cannot go on (e.g. the loss diverged)."""

@@ -1,0 +1,308 @@
+"""The GPT language model, GPT-2 compatible.
+
+Read it top to bottom: attention, MLP, block, the KV cache, then the model. The shapes follow
+GPT-2 (and nanoGPT), so GPT-2, Hugging Face and original nanoGPT weights load by name.
+The model does no I/O, printing, compiling or distributed wrapping: callers do that.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from .config import ModelConfig
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        # key, query, value projections for all heads, in one matmul
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        hs = C // self.n_head
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            k, v, mask = cache.update(k, v)  # (B, nh, L, hs), L = cached + T
+            if mask is None:
+                # A fresh cache (prefill) is plain causal attention; a single new token
+                # attends to everything before it, so it needs no mask at all.
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+_GELU_C1 = 2.0 * math.sqrt(2.0 / math.pi)
+_GELU_C2 = _GELU_C1 * 0.044715
+
+
+class _SigmoidGELUTanh(torch.autograd.Function):
+    """GELU, tanh approximation, computed as x * sigmoid(2u) with u its tanh argument.
+
+    0.5 * (1 + tanh(u)) == sigmoid(2u) exactly; only the floating-point path differs (about
+    1e-7). On CPU, ATen's vectorized tanh is about 4x slower than its sigmoid, which made the
+    activation a sixth of a small model's training step.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        c1 = x.new_tensor(_GELU_C1)
+        s = torch.addcmul(c1, x, x, value=_GELU_C2).mul_(x).sigmoid_()  # sigmoid(2u)
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        x, s = ctx.saved_tensors
+        # d/dx [x * s] = s + x * s * (1 - s) * d(2u)/dx, with d(2u)/dx = c1 + 3 * c2 * x^2
+        d = torch.addcmul(x.new_tensor(_GELU_C1), x, x, value=3 * _GELU_C2).mul_(x)
+        d.mul_(torch.addcmul(s, s, s, value=-1)).add_(s)
+        return d.mul_(grad)
+
+
+class GELU(nn.Module):
+    """GELU in the exact (erf) form or the tanh approximation."""
+
+    def __init__(self, approximate: str) -> None:
+        super().__init__()
+        self.approximate = approximate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.approximate == "tanh" and x.device.type == "cpu":
+            return _SigmoidGELUTanh.apply(x)
+        return F.gelu(x, approximate=self.approximate)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        # GPT-2 was trained with the tanh approximation; original nanoGPT uses the exact
+        # form, so each family of weights reproduces its own logits.
+        self.gelu = GELU("tanh" if config.activation == "gelu_tanh" else "none")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class LayerCache:
+    """One layer's view of a KVCache."""
+
+    def __init__(self, parent: KVCache, layer: int) -> None:
+        self.parent = parent
+        self.layer = layer
+
+    def update(
+        self, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return self.parent.update(self.layer, k, v)
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated for ``max_len`` positions.
+
+    Decoding writes each new position in place, so no tensor is re-allocated per token.
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_head: int,
+        max_len: int,
+        head_dim: int,
+        device: torch.device | str,
+        dtype: torch.dtype,
+    ) -> None:
+        shape = (n_layer, batch_size, n_head, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+        self.length = 0  # positions filled in every layer
+        self._pending = 0  # positions being written by the current forward pass
+
+    @classmethod
+    def for_model(cls, model: GPT, batch_size: int, max_len: int | None = None) -> KVCache:
+        cfg = model.config
+        param = model.lm_head.weight
+        return cls(
+            cfg.n_layer,
+            batch_size,
+            cfg.n_head,
+            max_len or cfg.block_size,
+            cfg.n_embd // cfg.n_head,
+            param.device,
+            param.dtype,
+        )
+
+    def layer(self, i: int) -> LayerCache:
+        return LayerCache(self, i)
+
+    def reset(self) -> None:
+        self.length = 0
+
+    def begin(self, T: int) -> int:
+        """Reserve ``T`` positions for the next forward pass; returns the first one."""
+        if self.length + T > self.max_len:
+            raise ValueError(
+                f"KV cache holds {self.max_len} positions; cannot add {T} to {self.length}"
+            )
+        self._pending = T
+        return self.length
+
+    def commit(self) -> None:
+        self.length += self._pending
+        self._pending = 0
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        start, T = self.length, k.size(2)
+        end = start + T
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        mask = None
+        if start > 0 and T > 1:
+            # A chunk appended to a filled cache: position i of the chunk sees the whole
+            # cache and the chunk up to i.
+            mask = torch.ones(T, end, dtype=torch.bool, device=k.device).tril(diagonal=start)
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end], mask
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.vocab_size is None:
+            raise ValueError("ModelConfig.vocab_size must be set to build a model")
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying: the output projection is the token embedding (GPT-2 does the same).
+        self.transformer.wte.weight = self.lm_head.weight
+
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer): each block adds two
+        # residual branches, and this keeps the residual stream's variance from growing
+        # with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; position embeddings are left out by default, as in GPT-2.
+
+        Token embeddings stay in because they are tied to the output layer.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab) and, given targets, the mean cross-entropy loss.
+
+        With ``cache``, ``idx`` continues the cached sequence. With ``last_only``, logits are
+        computed for the last position only (B, 1, vocab), which is all generation needs.
+        """
+        T = idx.size(1)
+        start = cache.begin(T) if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"cannot forward a sequence of length {start + T}: "
+                f"block size is {self.config.block_size}"
+            )
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+        tok_emb = self.transformer.wte(idx)  # (B, T, n_embd)
+        pos_emb = self.transformer.wpe(pos)  # (T, n_embd)
+        x = self.transformer.drop(tok_emb + pos_emb)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache.layer(i) if cache is not None else None)
+        if cache is not None:
+            cache.commit()
+        x = self.transformer.ln_f(x)
+        if last_only:
+            x = x[:, [-1], :]  # (B, 1, n_embd); a list index keeps the time dimension
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+            )
+        return logits, loss
+
+    def crop_block_size(self, block_size: int) -> None:
+        """Shrink the context length, e.g. to finetune GPT-2 (1024) on shorter blocks."""
+        if block_size > self.config.block_size:
+            raise ValueError(
+                f"cannot grow block size from {self.config.block_size} to {block_size}"
+            )
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs (forward + backward) per token, as in the PaLM paper's appendix B.
+
+        6 FLOPs per parameter per token for the matmuls, plus the attention scores.
+        """
+        cfg = self.config
+        T = seq_len or cfg.block_size
+        N = self.num_params()
+        return 6 * N + 12 * cfg.n_layer * cfg.n_embd * T

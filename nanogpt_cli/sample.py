@@ -1,0 +1,143 @@
+"""Text generation with a KV cache.
+
+With the cache, each new token costs one position of compute instead of a forward pass over
+the whole context. GPT-2's positions are absolute: once the text outgrows ``block_size``,
+every cached key was computed at a position that no longer holds, so the cache cannot simply
+drop its oldest entry. Instead the context window jumps forward by ``window_stride`` tokens
+and the cache is refilled from the tokens it keeps. Both paths, with and without the cache,
+condition on exactly the same window, so they produce the same tokens; ``window_stride=1``
+is nanoGPT's window (always the last ``block_size`` tokens), which re-reads the whole window
+for every token once the text is longer than the block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_model, read_checkpoint
+from .data.tokenizer import Tokenizer, tokenizer_from_dict
+from .errors import ConfigError
+from .model import GPT, KVCache
+from .train.device import resolve_device, resolve_dtype
+
+
+def window_start(length: int, block_size: int, stride: int) -> int:
+    """First position of the context window for a sequence of ``length`` tokens."""
+    if length <= block_size:
+        return 0
+    return -(-(length - block_size) // stride) * stride  # ceil to a multiple of stride
+
+
+def default_stride(block_size: int) -> int:
+    return max(1, block_size // 4)
+
+
+def next_token(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Pick one token per row from (B, vocab) logits; temperature 0 is greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+@torch.inference_mode()
+def generate(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    window_stride: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row of ``idx`` (B, T), ``max_new_tokens`` times."""
+    block = model.config.block_size
+    stride = window_stride or default_stride(block)
+    tokens = idx
+    cache = KVCache.for_model(model, idx.size(0)) if use_cache else None
+    cache_start = -1  # window start of what the cache holds; -1: nothing yet
+    for _ in range(max_new_tokens):
+        start = window_start(tokens.size(1), block, stride)
+        if cache is None:
+            logits, _ = model(tokens[:, start:], last_only=True)
+        elif start != cache_start:
+            # New window (or the first step): refill the cache from the window's tokens.
+            cache.reset()
+            cache_start = start
+            logits, _ = model(tokens[:, start:], cache=cache, last_only=True)
+        else:
+            logits, _ = model(tokens[:, -1:], cache=cache)
+        token = next_token(logits[:, -1, :], temperature, top_k, generator)  # (B,)
+        tokens = torch.cat([tokens, token[:, None]], dim=1)
+        yield token
+
+
+@dataclass
+class Sampler:
+    """A model and its tokenizer, ready to generate."""
+
+    model: GPT
+    tokenizer: Tokenizer
+    device: torch.device
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", dtype: str = "auto"
+    ) -> Sampler:
+        ckpt = read_checkpoint(path)
+        dev = resolve_device(device)
+        model = GPT(ckpt.model_config)
+        load_model(ckpt, model)
+        model.eval()
+        model.to(device=dev, dtype=resolve_dtype(dtype, dev))
+        return cls(model=model, tokenizer=tokenizer_from_dict(ckpt.tokenizer), device=dev)
+
+    def stream(
+        self,
+        prompt: str,
+        max_new_tokens: int = 500,
+        *,
+        num_samples: int = 1,
+        temperature: float = 0.8,
+        top_k: int | None = 200,
+        seed: int = 1337,
+        use_cache: bool = True,
+        window_stride: int | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Generate ``num_samples`` continuations of ``prompt`` in one batch, token by token."""
+        if temperature < 0:
+            raise ConfigError(f"--temperature must not be negative (got {temperature})")
+        if top_k is not None and top_k <= 0:
+            raise ConfigError(f"--top-k must be positive (got {top_k})")
+        if num_samples <= 0 or max_new_tokens < 0:
+            raise ConfigError("--num-samples must be positive and --max-new-tokens not negative")
+        ids = self.tokenizer.encode(prompt)
+        if not ids:
+            raise ConfigError("the prompt is empty; give --start some text")
+        idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=self.device)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        yield from generate(
+            self.model,
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+            use_cache=use_cache,
+            window_stride=window_stride,
+        )

@@ -1,0 +1,5 @@
+"""The training engine."""
+
+from .engine import Trainer, TrainResult, train
+
+__all__ = ["TrainResult", "Trainer", "train"]

@@ -1,0 +1,359 @@
+"""The training loop behind ``nanogpt train``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import (
+    Checkpoint,
+    TrainState,
+    load_model,
+    load_optimizer_state,
+    read_checkpoint,
+    save_checkpoint,
+)
+from ..config import ModelConfig, TrainConfig
+from ..data.dataset import open_dataset
+from ..data.loader import BatchLoader, fixed_windows
+from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
+from ..log import logger
+from ..model import GPT
+from .device import (
+    autocast,
+    peak_flops,
+    resolve_device,
+    resolve_dtype,
+    setup_backends,
+    use_compile,
+)
+from .metrics import MetricsWriter
+from .optim import build_optimizer, clip_gradients, learning_rate
+from .state import capture_rng, restore_rng
+
+# Model fields a resumed run takes from its checkpoint: they fix the weights' shapes.
+SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias", "activation")
+EVAL_CHUNK_TOKENS = 1 << 12  # tokens per evaluation forward pass (measured best on CPU)
+EVAL_CHUNK_LOGIT_BYTES = 1 << 28  # cap on the logits tensor of one evaluation pass
+
+
+@dataclass
+class TrainResult:
+    """How a training run ended."""
+
+    out_dir: Path
+    iter_num: int
+    best_val_loss: float
+    val_loss: float | None
+    train_loss: float | None
+    saved: bool
+    seconds: float
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume, or only evaluate) as ``cfg`` says; see ``TrainConfig``."""
+    return Trainer(cfg).run()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.out_dir = _prepare_out_dir(cfg.eval.out_dir)
+        self.device = resolve_device(cfg.system.device)
+        self.dtype = resolve_dtype(cfg.system.dtype, self.device)
+        setup_backends(self.device)
+        torch.manual_seed(cfg.system.seed)
+
+        self.dataset = open_dataset(cfg.data.dataset, cfg.data.data_dir)
+        resume_from = self._resume_checkpoint() if cfg.eval.resume else None
+        self.model_config = self._model_config(resume_from)
+        self.model = GPT(self.model_config).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.state = TrainState()
+        self.train_loader = BatchLoader(
+            self.dataset.split_path("train"),
+            self.model_config.block_size,
+            cfg.data.batch_size,
+            self.device,
+            seed=cfg.system.seed,
+        )
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.forward_model: Any = self.model
+        self.compiled = use_compile(cfg.system.compile, self.device)
+        if self.compiled:
+            self.forward_model = torch.compile(self.model)
+        # Evaluation uses the same windows every time: evaluations are comparable with each
+        # other, cost no loader work, and leave the training batch stream untouched.
+        n_eval = cfg.eval.eval_iters * cfg.data.batch_size
+        self.eval_windows = {
+            split: fixed_windows(
+                self.dataset.split_path(split),
+                self.model_config.block_size,
+                n_eval,
+                seed=cfg.system.seed + 1 + i,
+                device=self.device,
+            )
+            for i, split in enumerate(("train", "val"))
+        }
+        self.peak = peak_flops(self.device, self.dtype)
+        self.tokens_per_iter = (
+            cfg.data.batch_size
+            * cfg.data.gradient_accumulation_steps
+            * self.model_config.block_size
+        )
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _resume_checkpoint(self) -> Checkpoint:
+        try:
+            ckpt = read_checkpoint(self.out_dir)
+        except CheckpointError as e:
+            raise CheckpointError(f"cannot resume: {e}") from None
+        if ckpt.tokenizer != self.dataset.tokenizer_info:
+            raise DatasetError(
+                f"cannot resume: dataset '{self.cfg.data.dataset}' uses another tokenizer than "
+                f"the checkpoint in {self.out_dir} (trained on '{ckpt.dataset}')"
+            )
+        return ckpt
+
+    def _model_config(self, ckpt: Checkpoint | None) -> ModelConfig:
+        wanted = self.cfg.model
+        if ckpt is None:
+            vocab = wanted.vocab_size or self.dataset.vocab_size
+            if vocab < self.dataset.vocab_size:
+                raise ConfigError(
+                    f"--vocab-size {vocab} is smaller than dataset "
+                    f"'{self.cfg.data.dataset}''s vocabulary of {self.dataset.vocab_size}"
+                )
+            return dataclasses.replace(wanted, vocab_size=vocab)
+        saved = ckpt.model_config
+        for name in SHAPE_FIELDS:
+            if name == "vocab_size" and wanted.vocab_size is None:
+                continue
+            if getattr(wanted, name) != getattr(saved, name):
+                logger.warning(
+                    f"resuming: --{name.replace('_', '-')} {getattr(wanted, name)} ignored, "
+                    f"the checkpoint has {getattr(saved, name)}"
+                )
+        return dataclasses.replace(saved, dropout=wanted.dropout)
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        load_model(ckpt, self.model, self.device)
+        saved = load_optimizer_state(ckpt)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        self.state = dataclasses.replace(ckpt.state)
+        restore_rng(ckpt.state.rng)
+        if "loader" in ckpt.state.rng:
+            self.train_loader.load_state(ckpt.state.rng["loader"])
+        logger.info(f"resuming from {ckpt.path} at iteration {self.state.iter_num}")
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        cfg, state = self.cfg, self.state
+        start_time = time.perf_counter()
+        n_params = self.model.num_params()
+        logger.info(
+            f"training {n_params / 1e6:.2f}M parameters on {self.device} ({_dtype_name(self.dtype)}"
+            f"{', compiled' if self.compiled else ''}), {self.tokens_per_iter:,} tokens per step, "
+            f"dataset {self.dataset.name}"
+        )
+        metrics = MetricsWriter(self.out_dir / "metrics.jsonl")
+        saved = False
+        val_loss = train_loss = None
+        flops_per_iter = self.model.flops_per_token() * self.tokens_per_iter
+        try:
+            self.model.train()
+            pending_loader_state = self.train_loader.state()
+            x, y = self.train_loader.next()
+            loss_sum = torch.zeros((), device=self.device)
+            loss_count = 0
+            t_log, iters_since_log = time.perf_counter(), 0
+            first_iter = state.iter_num
+            while True:
+                it = state.iter_num
+                lr = learning_rate(it, cfg.optim)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+
+                last = it >= cfg.optim.max_iters
+                if it % cfg.eval.eval_interval == 0 or last or cfg.eval.eval_only:
+                    losses = self.evaluate()
+                    train_loss, val_loss = losses["train"], losses["val"]
+                    improved = val_loss < state.best_val_loss
+                    logger.info(
+                        f"eval at iter {it}: train loss {train_loss:.4f}, val loss {val_loss:.4f}"
+                        + (" (best)" if improved else "")
+                    )
+                    metrics.write("eval", iter=it, train_loss=train_loss, val_loss=val_loss, lr=lr)
+                    if improved:
+                        state.best_val_loss = val_loss
+                    if cfg.eval.eval_only:
+                        break
+                    # Never save the untrained model at the start of a fresh run.
+                    if (improved or cfg.eval.always_save_checkpoint) and it > first_iter:
+                        self.save(pending_loader_state)
+                        saved = True
+                    t_log, iters_since_log = time.perf_counter(), 0
+                if last:
+                    break
+
+                for _ in range(cfg.data.gradient_accumulation_steps):
+                    with autocast(self.device, self.dtype):
+                        _, loss = self._forward(x, y)
+                        loss = loss / cfg.data.gradient_accumulation_steps
+                    # Fetch the next batch now: on CUDA its copy overlaps the backward pass.
+                    pending_loader_state = self.train_loader.state()
+                    x, y = self.train_loader.next()
+                    self.scaler.scale(loss).backward()
+                    loss_sum += loss.detach()
+                if cfg.optim.grad_clip > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    clip_gradients(self.params, cfg.optim.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                state.iter_num += 1
+                state.tokens_seen += self.tokens_per_iter
+                loss_count += 1
+                iters_since_log += 1
+
+                if state.iter_num % cfg.eval.log_interval == 0:
+                    # The only host-device sync of the loop, once per log interval.
+                    mean_loss = loss_sum.item() / loss_count
+                    loss_sum.zero_()
+                    loss_count = 0
+                    now = time.perf_counter()
+                    dt = (now - t_log) / iters_since_log
+                    t_log, iters_since_log = now, 0
+                    tokens_per_s = self.tokens_per_iter / dt
+                    mfu = flops_per_iter / dt / self.peak if self.peak else None
+                    eta = (cfg.optim.max_iters - state.iter_num) * dt
+                    logger.info(
+                        f"iter {state.iter_num}: loss {mean_loss:.4f}, lr {lr:.2e}, "
+                        f"{dt * 1000:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, "
+                        f"mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, eta {_duration(eta)}"
+                    )
+                    metrics.write(
+                        "train",
+                        iter=state.iter_num,
+                        loss=mean_loss,
+                        lr=lr,
+                        ms=dt * 1000,
+                        tokens_per_s=tokens_per_s,
+                        mfu=mfu,
+                    )
+                    if not math.isfinite(mean_loss):
+                        raise TrainingError(
+                            f"training loss became {mean_loss} at iteration {state.iter_num}; "
+                            "lower --learning-rate or set --grad-clip"
+                        )
+            # A run always leaves a checkpoint behind, even if no evaluation improved.
+            if not saved and not cfg.eval.eval_only and state.iter_num > first_iter:
+                self.save(pending_loader_state)
+                saved = True
+        finally:
+            metrics.close()
+        return TrainResult(
+            out_dir=self.out_dir,
+            iter_num=state.iter_num,
+            best_val_loss=state.best_val_loss,
+            val_loss=val_loss,
+            train_loss=train_loss,
+            saved=saved,
+            seconds=time.perf_counter() - start_time,
+        )
+
+    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.forward_model is self.model:
+            return self.model(x, y)
+        try:
+            return self.forward_model(x, y)
+        except Exception as e:  # compilation happens on the first call, and can fail there
+            logger.warning(f"torch.compile failed, continuing without it: {_first_line(e)}")
+            self.forward_model = self.model
+            self.compiled = False
+            return self.model(x, y)
+
+    @torch.inference_mode()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss over the fixed evaluation windows of each split."""
+        self.model.eval()
+        block = self.model_config.block_size
+        rows = max(
+            1,
+            min(
+                EVAL_CHUNK_TOKENS // block,
+                EVAL_CHUNK_LOGIT_BYTES // (block * self.model_config.vocab_size * 4),
+            ),
+        )
+        losses = {}
+        for split, windows in self.eval_windows.items():
+            total = torch.zeros((), device=self.device, dtype=torch.float64)
+            for chunk in windows.split(rows):
+                with autocast(self.device, self.dtype):
+                    _, loss = self.model(chunk[:, :-1], chunk[:, 1:])
+                total += loss.double() * chunk.size(0)
+            losses[split] = (total / windows.size(0)).item()
+        self.model.train()
+        return losses
+
+    def save(self, loader_state: dict[str, Any]) -> None:
+        """Write the checkpoint; ``loader_state`` is the loader's state before the batch
+        that is already drawn for the next step, so a resumed run draws it again."""
+        self.state.rng = {**capture_rng(), "loader": loader_state}
+        save_checkpoint(
+            self.out_dir,
+            self.model,
+            self.model_config,
+            self.dataset.tokenizer_info,
+            self.state,
+            optimizer_state={
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+            },
+            dataset=self.dataset.name,
+            config=self.cfg.to_dict(),
+        )
+        logger.info(f"saved checkpoint at iter {self.state.iter_num} to {self.out_dir}")
+
+
+def _prepare_out_dir(out_dir: str) -> Path:
+    path = Path(out_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out-dir {path} is a file; choose a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create --out-dir {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out-dir {path} is not writable; choose another directory")
+    return path
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,36 @@
+"""``metrics.jsonl``: one JSON object per training log and per evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class MetricsWriter:
+    """Appends records to ``out_dir/metrics.jsonl``, flushed as they come."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def write(self, kind: str, **values: Any) -> None:
+        record = {"kind": kind, "time": round(time.time(), 3)}
+        for key, value in values.items():
+            # JSON has no NaN or infinity; a missing value says the same thing honestly.
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            record[key] = value
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` file."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
