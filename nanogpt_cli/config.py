@@ -48,7 +48,7 @@ class ModelConfig:
     n_embd: int = opt(768, "Embedding (residual stream) width.")
     block_size: int = opt(1024, "Context length in tokens.")
     vocab_size: int | None = opt(
-        None, "Vocabulary size; default: the dataset's tokenizer size.", default_text="dataset's"
+        None, "Vocabulary size (may be padded up for speed).", default_text="the dataset's"
     )
     dropout: float = opt(0.0, "Dropout probability (0 for pretraining, 0.1+ for finetuning).")
     bias: bool = opt(False, "Use biases in Linear and LayerNorm layers, as GPT-2 does.")
@@ -67,7 +67,7 @@ class DataConfig:
     )
     data_dir: str | None = opt(
         None,
-        "Where datasets live; default: $NANOGPT_DATA_DIR, else the user data dir.",
+        "Directory that holds prepared datasets.",
         default_text="$NANOGPT_DATA_DIR or user data dir",
     )
     batch_size: int = opt(12, "Sequences per micro-batch.")
@@ -111,10 +111,12 @@ class SystemConfig:
 
     device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
     dtype: DType = opt(
-        "auto", "auto: bfloat16 where supported, float16 on older CUDA GPUs, float32 on CPU."
+        "auto", "Precision (auto: bfloat16 on CUDA where supported, else float16; float32 on CPU)."
     )
     compile: bool | None = opt(
-        None, "Compile the model with torch.compile; default: on for CUDA.", default_text="auto"
+        None,
+        "Compile the model with torch.compile (auto: on CUDA, off elsewhere).",
+        default_text="auto",
     )
     seed: int = opt(1337, "Random seed for initialisation, batches and dropout.")
 

@@ -104,11 +104,8 @@ def find_checkpoint(path: str | Path) -> Path:
     if p.is_file() and p.name in (CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE):
         p = p.parent
     if not (p / CONFIG_FILE).is_file():
-        if not p.exists():
-            raise CheckpointError(f"no checkpoint at {p}: it does not exist")
-        raise CheckpointError(
-            f"no checkpoint in {p} (looked for {p / CONFIG_FILE}); train one with `nanogpt train`"
-        )
+        where = f"{p} does not exist" if not p.exists() else f"looked for {p / CONFIG_FILE}"
+        raise CheckpointError(f"no checkpoint in {p} ({where}); train one with `nanogpt train`")
     return p
 
 

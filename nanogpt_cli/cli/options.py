@@ -41,7 +41,7 @@ DataDir = Annotated[
     Optional[Path],
     typer.Option(
         "--data-dir",
-        help="Where datasets live; default: $NANOGPT_DATA_DIR, else the user data dir.",
+        help="Directory that holds prepared datasets.",
         show_default="$NANOGPT_DATA_DIR or user data dir",
     ),
 ]
@@ -87,8 +87,12 @@ def _annotation(spec: OptionSpec, defaults: TrainConfig) -> Any:
     value = getattr(getattr(defaults, spec.group), spec.name)
     base = spec.base_type
     decls = [spec.flag]
+    extra: dict[str, Any] = {}
     if base is bool:
         decls = [f"{spec.flag}/--no-{spec.flag[2:]}"]
+    elif typing.get_origin(base) is typing.Literal:
+        # Spelled out: the underscore-to-dash normalisation would show gelu_tanh as gelu-tanh.
+        extra["metavar"] = "|".join(typing.get_args(base))
     return Annotated[
         Optional[base],
         typer.Option(
@@ -96,6 +100,7 @@ def _annotation(spec: OptionSpec, defaults: TrainConfig) -> Any:
             help=spec.help,
             show_default=_shown_default(spec, value),
             rich_help_panel=GROUP_TITLES[spec.group],
+            **extra,
         ),
     ]
 

@@ -56,9 +56,10 @@ def open_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     meta_path = path / META_FILE
     if not meta_path.exists():
         hint = PREPARE_HINTS.get(name)
+        if hint and data_dir:
+            hint += f" --data-dir {data_dir}"
         how = f"run `{hint}`" if hint else "prepare it with `nanogpt prepare`"
-        where = f" --data-dir {data_dir}" if data_dir and hint else ""
-        raise DatasetError(f"dataset '{name}' is not prepared (no {meta_path}); {how}{where}")
+        raise DatasetError(f"dataset '{name}' is not prepared (no {meta_path}); {how}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

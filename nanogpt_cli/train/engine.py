@@ -118,7 +118,8 @@ class Trainer:
         try:
             ckpt = read_checkpoint(self.out_dir)
         except CheckpointError as e:
-            raise CheckpointError(f"cannot resume: {e}") from None
+            message = str(e).replace("train one with `nanogpt train`", "train without --resume")
+            raise CheckpointError(f"cannot resume: {message}") from None
         if ckpt.tokenizer != self.dataset.tokenizer_info:
             raise DatasetError(
                 f"cannot resume: dataset '{self.cfg.data.dataset}' uses another tokenizer than "

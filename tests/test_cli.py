@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import as_flags
+from typer.testing import CliRunner
+
+import nanogpt_cli
+from nanogpt_cli.cli.app import app, main
+from nanogpt_cli.config import TrainConfig, option_specs
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "250", "NO_COLOR": "1"}
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_cli_import_loads_no_heavy_modules() -> None:
+    code = (
+        "import sys, nanogpt_cli.cli.app\n"
+        "heavy = [m for m in ('torch', 'numpy', 'transformers', 'datasets', 'safetensors')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_help_loads_no_heavy_modules() -> None:
+    code = (
+        "import sys\nfrom nanogpt_cli.cli.app import main\n"
+        "try:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'CLEAN')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("CLEAN")
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"nanogpt {nanogpt_cli.__version__}"
+
+
+def test_python_dash_m() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "nanogpt_cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == f"nanogpt {nanogpt_cli.__version__}"
+
+
+def test_short_help_flag() -> None:
+    result = runner.invoke(app, ["-h"], env=WIDE)
+    assert result.exit_code == 0
+    for command in ("prepare", "train", "sample"):
+        assert command in result.stdout
+
+
+def test_train_help_lists_every_option_with_type_and_default() -> None:
+    result = runner.invoke(app, ["train", "--help"], env=WIDE)
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    for spec in option_specs():
+        # option rows of the help panels start with the panel border
+        line = next((ln for ln in lines if ln.startswith(f"│ {spec.flag} ")), None)
+        assert line is not None, f"{spec.flag} missing from train --help"
+        assert "[default:" in line, f"{spec.flag} shows no default"
+        assert any(t in line for t in ("<int>", "<float>", "<bool>", "<str>", "|")), spec.flag
+    for title in ("Model", "Data", "Optimizer and schedule", "Evaluation and I/O", "System"):
+        assert f"─ {title} " in result.stdout
+    # The shown defaults are those of the default preset.
+    assert (
+        next(ln for ln in lines if ln.startswith("│ --batch-size ")).rstrip(" │").endswith("(64)]")
+    )
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[TrainConfig]:
+    """Patch the training library call and keep the config the CLI built."""
+    from nanogpt_cli.train import TrainResult
+
+    seen: list[TrainConfig] = []
+
+    def fake_train(cfg: TrainConfig) -> TrainResult:
+        seen.append(cfg)
+        return TrainResult(Path(cfg.eval.out_dir), 0, float("inf"), None, None, False, 0.0)
+
+    monkeypatch.setattr("nanogpt_cli.train.train", fake_train)
+    return seen
+
+
+def test_nanogpt_spelling_is_accepted(captured: list[TrainConfig]) -> None:
+    result = runner.invoke(
+        app,
+        ["train", "--batch_size=32", "--n_layer", "3", "--no-decay_lr", "--learning-rate", "3e-4"],
+    )
+    assert result.exit_code == 0, result.output
+    cfg = captured[0]
+    assert (cfg.data.batch_size, cfg.model.n_layer, cfg.optim.learning_rate) == (32, 3, 3e-4)
+    assert cfg.optim.decay_lr is False
+
+
+def test_flags_override_config_file_and_preset(tmp_path: Path, captured: list[TrainConfig]) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("batch_size = 20\nmax_iters = 7\n")
+    result = runner.invoke(
+        app,
+        ["train", "--preset", "shakespeare-char-cpu", "--config", str(config), "--max-iters", "9"],
+    )
+    assert result.exit_code == 0, result.output
+    cfg = captured[0]
+    assert (cfg.data.batch_size, cfg.optim.max_iters, cfg.model.n_embd) == (20, 9, 128)
+
+
+def test_no_flags_trains_the_default_preset(captured: list[TrainConfig]) -> None:
+    assert runner.invoke(app, ["train"]).exit_code == 0
+    assert captured[0].model.n_embd == 384 and captured[0].data.dataset == "shakespeare-char"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        (["train", "--batch-sz", "3"], 2, "No such option: --batch-sz"),
+        (["train", "--batch-size", "abc"], 2, "'--batch-size'"),
+        (["train", "--preset", "gpt2-124"], 2, "did you mean 'gpt2-124m'"),
+        (["train", "--n-embd", "100", "--batch-size", "0"], 2, "must be divisible by --n-head"),
+        (["train", "--device", "tpu"], 2, "unknown device 'tpu'"),
+        (["frobnicate"], 2, "No such command"),
+    ],
+)
+def test_user_errors_are_one_line(
+    args: list[str], code: int, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_main(args, capsys)
+    assert status == code
+    assert err.startswith("error: ") and expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_dataset_error_names_prepare_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_main(
+        ["train", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "o"), "--device", "cpu"],
+        capsys,
+    )
+    assert status == 1 and err.count("\n") == 1
+    assert f"run `nanogpt prepare shakespeare-char --data-dir {tmp_path}`" in err
+
+
+def test_missing_checkpoint_says_where_it_looked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run_main(["sample", "--out-dir", str(tmp_path / "none")], capsys)
+    assert status == 1 and f"no checkpoint in {tmp_path / 'none'}" in err
+
+
+def test_debug_variable_shows_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nanogpt_cli.errors import CheckpointError
+
+    monkeypatch.setenv("NANOGPT_DEBUG", "1")
+    with pytest.raises(CheckpointError):
+        main(["sample", "--out-dir", str(tmp_path / "none")])
+
+
+def test_prepare_train_sample_end_to_end(
+    tmp_path: Path, corpus: Path, tiny_options: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "cli-data"
+    status, _, err = run_main(
+        ["prepare", "shakespeare-char", "--source", str(corpus), "--data-dir", str(data)], capsys
+    )
+    assert status == 0 and "prepared shakespeare-char" in err
+    options = dict(tiny_options, data_dir=str(data), max_iters=20)
+    status, _, err = run_main(["train", *as_flags(options)], capsys)
+    assert status == 0, err
+    assert "eval at iter 20" in err and "done: iteration 20" in err
+
+    args = [
+        "sample",
+        "--out-dir",
+        options["out_dir"],
+        "--start",
+        "ROMEO:",
+        "--max-new-tokens",
+        "50",
+        "--temperature",
+        "0",
+    ]
+    status, greedy, _ = run_main(args, capsys)
+    assert status == 0 and greedy.startswith("ROMEO:") and len(greedy) == len("ROMEO:") + 51
+    status, uncached, _ = run_main([*args, "--no-kv-cache"], capsys)
+    assert uncached == greedy
+
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("JULIET:")
+    status, out, _ = run_main(
+        [
+            "sample",
+            "--checkpoint",
+            options["out_dir"],
+            "--start",
+            f"FILE:{prompt}",
+            "--num-samples",
+            "3",
+            "--max-new-tokens",
+            "10",
+        ],
+        capsys,
+    )
+    assert status == 0 and out.count("---------------") == 2 and out.count("JULIET:") == 3
+
+    status, _, err = run_main(
+        ["sample", "--out-dir", options["out_dir"], "--start", f"FILE:{tmp_path / 'nope.txt'}"],
+        capsys,
+    )
+    assert status == 2 and "does not exist" in err
+    status, _, err = run_main(
+        ["sample", "--out-dir", options["out_dir"], "--top-k", "1000"], capsys
+    )
+    assert status == 2 and "larger than the vocabulary" in err
+    status, _, err = run_main(
+        ["sample", "--out-dir", options["out_dir"], "--temperature", "-1"], capsys
+    )
+    assert status == 2 and "--temperature must not be negative" in err
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "nanogpt"
+    if not script.exists():
+        pytest.skip("package not installed with its console script")
+    out = subprocess.run(
+        [str(script), "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NANOGPT_DEBUG": ""},
+        check=True,
+    )
+    assert out.stdout.startswith("nanogpt ")

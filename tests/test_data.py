@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINYSHAKESPEARE, make_text
+
+from nanogpt_cli.data import download as download_mod
+from nanogpt_cli.data.dataset import open_dataset
+from nanogpt_cli.data.loader import BatchLoader, fixed_windows
+from nanogpt_cli.data.prepare import prepare_shakespeare_char
+from nanogpt_cli.data.tokenizer import CharTokenizer, tokenizer_from_dict
+from nanogpt_cli.errors import DatasetError
+
+
+def test_prepare_writes_nanogpt_layout(tmp_path: Path, corpus: Path) -> None:
+    text = corpus.read_text()
+    result = prepare_shakespeare_char(source=str(corpus), data_dir=tmp_path)
+    out = tmp_path / "shakespeare-char"
+    assert result.path == out and not result.skipped
+    n = len(text)
+    assert result.train_tokens == int(n * 0.9) and result.val_tokens == n - int(n * 0.9)
+    train = np.fromfile(out / "train.bin", dtype=np.uint16)
+    val = np.fromfile(out / "val.bin", dtype=np.uint16)
+    meta = json.loads((out / "meta.json").read_text())
+    tok = tokenizer_from_dict(meta["tokenizer"])
+    assert meta["vocab_size"] == tok.vocab_size == len(set(text))
+    assert tok.decode(train.tolist()) + tok.decode(val.tolist()) == text
+    assert meta["splits"]["train"]["tokens"] == len(train)
+    assert meta["source"]["sha256"] == hashlib.sha256(corpus.read_bytes()).hexdigest()
+
+
+def test_prepare_again_is_a_no_op_unless_forced(tmp_path: Path, corpus: Path) -> None:
+    prepare_shakespeare_char(source=str(corpus), data_dir=tmp_path)
+    train = tmp_path / "shakespeare-char" / "train.bin"
+    before = train.stat().st_mtime_ns
+    assert prepare_shakespeare_char(source=str(corpus), data_dir=tmp_path).skipped
+    assert train.stat().st_mtime_ns == before
+    assert not prepare_shakespeare_char(source=str(corpus), data_dir=tmp_path, force=True).skipped
+    corpus.write_text(make_text(seed=1))  # another source rebuilds
+    assert not prepare_shakespeare_char(source=str(corpus), data_dir=tmp_path).skipped
+
+
+def test_data_dir_from_environment(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NANOGPT_DATA_DIR", str(tmp_path / "env"))
+    result = prepare_shakespeare_char(source=str(corpus))
+    assert result.path == tmp_path / "env" / "shakespeare-char"
+    assert open_dataset("shakespeare-char").vocab_size == result.vocab_size
+
+
+def test_invalid_utf8_names_file_and_offset(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"hello world\n\xff\xfe more")
+    with pytest.raises(DatasetError, match=r"bad\.txt is not valid UTF-8 at byte offset 12"):
+        prepare_shakespeare_char(source=str(bad), data_dir=tmp_path)
+
+
+def test_empty_or_missing_source(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(DatasetError, match="is empty"):
+        prepare_shakespeare_char(source=str(empty), data_dir=tmp_path)
+    with pytest.raises(DatasetError, match="does not exist"):
+        prepare_shakespeare_char(source=str(tmp_path / "nope.txt"), data_dir=tmp_path)
+
+
+@pytest.mark.skipif(not TINYSHAKESPEARE.exists(), reason=f"{TINYSHAKESPEARE} not present")
+def test_tinyshakespeare_counts_match_nanogpt(tmp_path: Path) -> None:
+    result = prepare_shakespeare_char(source=str(TINYSHAKESPEARE), data_dir=tmp_path)
+    assert (result.train_tokens, result.val_tokens, result.vocab_size) == (1003854, 111540, 65)
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A local HTTP server, so the real download code runs without the internet."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+
+
+def test_prepare_downloads_a_url_into_the_cache(
+    tmp_path: Path, http_root: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, root = http_root
+    (root / "input.txt").write_text(make_text())
+    monkeypatch.setenv("NANOGPT_CACHE_DIR", str(tmp_path / "cache"))
+    result = prepare_shakespeare_char(source=f"{url}/input.txt", data_dir=tmp_path)
+    assert result.train_tokens > 0
+    cached = list((tmp_path / "cache" / "downloads").glob("tinyshakespeare-*.txt"))
+    assert len(cached) == 1 and cached[0].read_text() == make_text()
+
+
+def test_default_download_checks_sha256(
+    tmp_path: Path, http_root: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, root = http_root
+    (root / "input.txt").write_text("not shakespeare")
+    monkeypatch.setenv("NANOGPT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("nanogpt_cli.data.prepare.TINYSHAKESPEARE_URL", f"{url}/input.txt")
+    with pytest.raises(DatasetError, match="corrupt"):
+        prepare_shakespeare_char(data_dir=tmp_path)
+    assert not list((tmp_path / "cache" / "downloads").iterdir())
+
+
+def test_download_failure_says_how_to_work_offline(
+    tmp_path: Path, http_root: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = http_root
+    monkeypatch.setenv("NANOGPT_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DatasetError, match="--source PATH"):
+        download_mod.download(f"{url}/missing.txt", "x.txt")
+
+
+def test_missing_dataset_names_the_prepare_command(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError) as err:
+        open_dataset("shakespeare-char", tmp_path)
+    assert f"run `nanogpt prepare shakespeare-char --data-dir {tmp_path}`" in str(err.value)
+
+
+def test_odd_sized_bin_is_rejected(data_dir: Path) -> None:
+    with open(data_dir / "shakespeare-char" / "val.bin", "ab") as f:
+        f.write(b"\x00")
+    with pytest.raises(DatasetError, match="not a whole number of uint16 tokens"):
+        open_dataset("shakespeare-char", data_dir)
+
+
+def test_loader_windows_are_shifted_by_one(data_dir: Path) -> None:
+    path = data_dir / "shakespeare-char" / "train.bin"
+    tokens = np.fromfile(path, dtype=np.uint16).astype(np.int64)
+    loader = BatchLoader(path, block_size=16, batch_size=4, device=torch.device("cpu"), seed=0)
+    x, y = loader.next()
+    assert x.shape == y.shape == (4, 16) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    for row in x:  # every row is a real window of the file
+        hits = np.flatnonzero(
+            np.all(np.lib.stride_tricks.sliding_window_view(tokens, 16) == row.numpy(), axis=1)
+        )
+        assert len(hits) > 0
+
+
+def test_loader_state_replays_batches(data_dir: Path) -> None:
+    path = data_dir / "shakespeare-char" / "train.bin"
+    loader = BatchLoader(path, 16, 4, torch.device("cpu"), seed=3)
+    loader.next()
+    state = loader.state()
+    expected = [loader.next() for _ in range(3)]
+    other = BatchLoader(path, 16, 4, torch.device("cpu"), seed=99)
+    other.load_state(json.loads(json.dumps(state)))  # survives a JSON round trip
+    for (x, y), (ex, ey) in zip([other.next() for _ in range(3)], expected, strict=True):
+        assert torch.equal(x, ex) and torch.equal(y, ey)
+
+
+def test_loader_rejects_block_larger_than_data(data_dir: Path) -> None:
+    path = data_dir / "shakespeare-char" / "val.bin"
+    n = path.stat().st_size // 2
+    with pytest.raises(DatasetError, match="use a smaller --block-size"):
+        BatchLoader(path, block_size=n, batch_size=2, device=torch.device("cpu"), seed=0)
+    with pytest.raises(DatasetError, match="use a smaller --block-size"):
+        fixed_windows(path, n, 4, 0, torch.device("cpu"))
+
+
+def test_char_tokenizer_round_trip_and_unknown_char() -> None:
+    tok = CharTokenizer.from_text("hello world")
+    assert tok.decode(tok.encode("hello")) == "hello"
+    assert tokenizer_from_dict(tok.to_dict()).itos == tok.itos
+    with pytest.raises(DatasetError, match="not in this model's vocabulary"):
+        tok.encode("xyz")

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nanogpt_cli.config import ModelConfig
+from nanogpt_cli.model import GELU, GPT, KVCache
+
+
+def tiny(**overrides: object) -> GPT:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return GPT(cfg)
+
+
+def test_output_shapes_and_last_only() -> None:
+    model = tiny()
+    idx = torch.randint(0, 50, (3, 10))
+    logits, loss = model(idx)
+    assert logits.shape == (3, 10, 50) and loss is None
+    last, _ = model(idx, last_only=True)
+    assert last.shape == (3, 1, 50)
+    torch.testing.assert_close(last[:, 0], logits[:, -1])
+
+
+def test_initial_loss_is_about_ln_vocab() -> None:
+    model = tiny(vocab_size=65)
+    idx = torch.randint(0, 65, (8, 16))
+    _, loss = model(idx, torch.randint(0, 65, (8, 16)))
+    assert loss is not None
+    assert abs(loss.item() - math.log(65)) < 0.1
+
+
+def test_weights_are_tied_and_residual_projections_scaled() -> None:
+    model = tiny(n_layer=8, n_embd=64)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    proj = model.transformer.h[0].mlp.c_proj.weight
+    assert proj.std().item() == pytest.approx(0.02 / math.sqrt(16), rel=0.1)
+    assert model.transformer.h[0].mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_num_params_leaves_out_position_embeddings() -> None:
+    model = tiny()
+    total = sum(p.numel() for p in model.parameters())
+    assert model.num_params(non_embedding=False) == total
+    assert model.num_params() == total - 16 * 32
+
+
+def test_bias_option_adds_biases() -> None:
+    assert not any(n.endswith(".bias") for n, _ in tiny().named_parameters())
+    assert any(n.endswith("c_attn.bias") for n, _ in tiny(bias=True).named_parameters())
+
+
+def test_flops_per_token_counts_six_per_parameter_plus_attention() -> None:
+    model = tiny()
+    assert model.flops_per_token(16) == 6 * model.num_params() + 12 * 2 * 32 * 16
+
+
+def test_crop_block_size() -> None:
+    model = tiny()
+    model.crop_block_size(8)
+    assert model.config.block_size == 8
+    assert model.transformer.wpe.weight.shape == (8, 32)
+    model(torch.randint(0, 50, (1, 8)))
+    with pytest.raises(ValueError, match="block size is 8"):
+        model(torch.randint(0, 50, (1, 9)))
+    with pytest.raises(ValueError, match="cannot grow"):
+        model.crop_block_size(32)
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_gelu_matches_torch(approximate: str) -> None:
+    x = torch.randn(64, 48, dtype=torch.float64, requires_grad=True)
+    ours = GELU(approximate)(x)
+    ref = F.gelu(x, approximate=approximate)
+    torch.testing.assert_close(ours, ref)
+    grad = torch.randn_like(ours)
+    g1 = torch.autograd.grad(ours, x, grad)[0]
+    g2 = torch.autograd.grad(ref, x, grad)[0]
+    torch.testing.assert_close(g1, g2)
+
+
+def test_activation_field_selects_the_gelu_form() -> None:
+    tanh_model, exact_model = tiny(activation="gelu_tanh"), tiny(activation="gelu")
+    exact_model.load_state_dict(tanh_model.state_dict())
+    assert tanh_model.transformer.h[0].mlp.gelu.approximate == "tanh"
+    assert exact_model.transformer.h[0].mlp.gelu.approximate == "none"
+    idx = torch.randint(0, 50, (2, 16))
+    a, b = tanh_model(idx)[0], exact_model(idx)[0]
+    assert not torch.equal(a, b)  # same weights, another activation: other logits
+    torch.testing.assert_close(a, b, atol=1e-3, rtol=0)  # ... but only slightly
+
+
+def test_kv_cache_logits_equal_full_forward() -> None:
+    model = tiny().eval()
+    idx = torch.randint(0, 50, (2, 12))
+    full, _ = model(idx)
+    cache = KVCache.for_model(model, batch_size=2)
+    steps = [model(idx[:, :5], cache=cache)[0]]  # prefill
+    steps.append(model(idx[:, 5:9], cache=cache)[0])  # a chunk on a filled cache
+    steps += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(9, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache.length == 12
+
+
+def test_kv_cache_refuses_to_overflow() -> None:
+    model = tiny().eval()
+    cache = KVCache.for_model(model, batch_size=1)
+    model(torch.randint(0, 50, (1, 16)), cache=cache)
+    with pytest.raises(ValueError, match="KV cache holds 16 positions"):
+        model(torch.randint(0, 50, (1, 1)), cache=cache)
+
+
+def test_model_requires_vocab_size() -> None:
+    with pytest.raises(ValueError, match="vocab_size"):
+        GPT(ModelConfig(n_layer=1, n_head=1, n_embd=8, block_size=4))

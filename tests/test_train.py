@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from nanogpt_cli.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    load_optimizer_state,
+    read_checkpoint,
+)
+from nanogpt_cli.config import build_config
+from nanogpt_cli.errors import CheckpointError, ConfigError, DatasetError
+from nanogpt_cli.train import train
+from nanogpt_cli.train.metrics import read_metrics
+from nanogpt_cli.train.optim import learning_rate
+
+
+def run(options: dict[str, Any], **overrides: Any):
+    return train(build_config("shakespeare-char", overrides={**options, **overrides}))
+
+
+def losses(out_dir: Path, kind: str, key: str) -> dict[int, float]:
+    return {r["iter"]: r[key] for r in read_metrics(out_dir / "metrics.jsonl") if r["kind"] == kind}
+
+
+def test_tiny_run_lowers_loss_and_writes_checkpoint_and_metrics(
+    tiny_options: dict[str, Any],
+) -> None:
+    result = run(tiny_options)
+    out = Path(tiny_options["out_dir"])
+    assert result.iter_num == 40 and result.saved
+    for name in (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE):
+        assert (out / name).is_file(), name
+    evals = losses(out, "eval", "val_loss")
+    assert sorted(evals) == [0, 20, 40]
+    assert evals[40] < evals[0] - 0.5
+    assert abs(evals[0] - math.log(read_checkpoint(out).model_config.vocab_size)) < 0.2
+    train_records = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
+    assert [r["iter"] for r in train_records] == [5, 10, 15, 20, 25, 30, 35, 40]
+    for r in train_records:
+        assert {"loss", "lr", "ms", "tokens_per_s"} <= set(r)
+        assert r["tokens_per_s"] > 0 and r["ms"] > 0
+    ckpt = read_checkpoint(out)
+    assert ckpt.state.iter_num == 40 and ckpt.dataset == "shakespeare-char"
+    assert ckpt.state.best_val_loss == pytest.approx(evals[40])
+    assert ckpt.config is not None and ckpt.config["optim"]["max_iters"] == 40
+
+
+def test_resume_continues_exactly_where_it_stopped(
+    tiny_options: dict[str, Any], tmp_path: Path
+) -> None:
+    # Uninterrupted: 40 iterations. Interrupted: 20, then resumed to 40. On the CPU the
+    # resumed run must reproduce every later loss to the last bit.
+    full = dict(tiny_options, out_dir=str(tmp_path / "full"), always_save_checkpoint=True)
+    run(full)
+    part = dict(full, out_dir=str(tmp_path / "part"))
+    first = run(part, max_iters=20)
+    assert first.iter_num == 20 and read_checkpoint(part["out_dir"]).state.iter_num == 20
+    resumed = run(part, resume=True)
+    assert resumed.iter_num == 40
+    full_train = losses(Path(full["out_dir"]), "train", "loss")
+    part_train = losses(Path(part["out_dir"]), "train", "loss")
+    assert part_train == full_train
+    assert (
+        losses(Path(part["out_dir"]), "eval", "val_loss")[40]
+        == (losses(Path(full["out_dir"]), "eval", "val_loss")[40])
+    )
+
+
+def test_resume_without_checkpoint_says_where_it_looked(tiny_options: dict[str, Any]) -> None:
+    with pytest.raises(
+        CheckpointError, match=r"cannot resume: no checkpoint in .*without --resume"
+    ):
+        run(tiny_options, resume=True)
+
+
+def test_resume_keeps_checkpoint_shape_and_warns(tiny_options: dict[str, Any]) -> None:
+    run(tiny_options, max_iters=10)
+    result = run(tiny_options, resume=True, max_iters=20, n_layer=3)
+    assert result.iter_num == 20
+    assert read_checkpoint(tiny_options["out_dir"]).model_config.n_layer == 2
+
+
+def test_eval_only_evaluates_once_and_saves_nothing(tiny_options: dict[str, Any]) -> None:
+    result = run(tiny_options, eval_only=True)
+    out = Path(tiny_options["out_dir"])
+    assert result.iter_num == 0 and not result.saved
+    assert list(losses(out, "eval", "val_loss")) == [0]
+    assert not (out / MODEL_FILE).exists()
+
+
+def test_short_run_always_leaves_a_checkpoint(tiny_options: dict[str, Any]) -> None:
+    # No evaluation between 0 and the end would improve; the end still saves.
+    result = run(
+        tiny_options,
+        max_iters=3,
+        eval_interval=1000,
+        learning_rate=1e-9,
+        min_lr=1e-10,
+        warmup_iters=0,
+        lr_decay_iters=3,
+    )
+    assert result.saved and read_checkpoint(tiny_options["out_dir"]).state.iter_num == 3
+
+
+def test_gradient_accumulation_scales_tokens_per_step(tiny_options: dict[str, Any]) -> None:
+    run(tiny_options, max_iters=5, gradient_accumulation_steps=3, log_interval=5)
+    out = Path(tiny_options["out_dir"])
+    record = next(r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train")
+    assert record["tokens_per_s"] * record["ms"] / 1000 == pytest.approx(3 * 8 * 16)
+
+
+def test_optimizer_state_round_trips(tiny_options: dict[str, Any]) -> None:
+    run(tiny_options, max_iters=5)
+    ckpt = read_checkpoint(tiny_options["out_dir"])
+    state = load_optimizer_state(ckpt)
+    assert state["iter_num"] == 5
+    steps = [s["step"] for s in state["optimizer"]["state"].values()]
+    assert all(float(s) == 5 for s in steps)
+
+
+def test_interrupted_save_is_detected(tiny_options: dict[str, Any]) -> None:
+    run(tiny_options, max_iters=5)
+    out = Path(tiny_options["out_dir"])
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    meta["train"]["iter_num"] = 6  # as if the JSON of a later save landed alone
+    (out / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="a save was interrupted"):
+        read_checkpoint(out)
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="nanogpt prepare shakespeare-char"):
+        run({"data_dir": str(tmp_path / "none"), "out_dir": str(tmp_path / "o"), "device": "cpu"})
+
+
+def test_out_dir_that_is_a_file(tiny_options: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        run(tiny_options, out_dir=str(tmp_path / "file"))
+
+
+def test_block_size_larger_than_data(tiny_options: dict[str, Any], data_dir: Path) -> None:
+    val_tokens = (data_dir / "shakespeare-char" / "val.bin").stat().st_size // 2
+    with pytest.raises(DatasetError, match="use a smaller --block-size"):
+        run(tiny_options, block_size=val_tokens + 10)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_on_a_machine_without_it(tiny_options: dict[str, Any]) -> None:
+    from nanogpt_cli.errors import DeviceError
+
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        run(tiny_options, device="cuda")
+
+
+def test_learning_rate_schedule() -> None:
+    cfg = build_config(
+        None,
+        overrides={"learning_rate": 1.0, "min_lr": 0.1, "warmup_iters": 10, "lr_decay_iters": 110},
+    ).optim
+    assert learning_rate(0, cfg) == pytest.approx(1 / 11)
+    assert learning_rate(9, cfg) == pytest.approx(10 / 11)
+    assert learning_rate(10, cfg) == pytest.approx(1.0)
+    assert learning_rate(60, cfg) == pytest.approx(0.55)  # half way down the cosine
+    assert learning_rate(110, cfg) == pytest.approx(0.1)
+    assert learning_rate(500, cfg) == pytest.approx(0.1)
+    cfg.decay_lr = False
+    assert learning_rate(500, cfg) == 1.0
