@@ -1,3 +1,3 @@
-"""nanogpt: prepare data for, train, finetune, sample and convert GPT models."""
+"""nanogpt: prepare data for, train and sample GPT models."""
 
 __version__ = "0.1.0"

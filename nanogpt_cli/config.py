@@ -48,7 +48,9 @@ class ModelConfig:
     n_embd: int = opt(768, "Embedding (residual stream) width.")
     block_size: int = opt(1024, "Context length in tokens.")
     vocab_size: int | None = opt(
-        None, "Vocabulary size (may be padded up for speed).", default_text="the dataset's"
+        None,
+        "Vocabulary size; larger than the tokenizer's pads the embedding (e.g. 50304 for 50257).",
+        default_text="the dataset's",
     )
     dropout: float = opt(0.0, "Dropout probability (0 for pretraining, 0.1+ for finetuning).")
     bias: bool = opt(False, "Use biases in Linear and LayerNorm layers, as GPT-2 does.")
@@ -102,7 +104,9 @@ class EvalConfig:
     always_save_checkpoint: bool = opt(
         True, "Save at every evaluation, not only when val loss improves."
     )
-    resume: bool = opt(False, "Resume from the checkpoint in out_dir.")
+    resume: bool = opt(
+        False, "Resume from the checkpoint in out_dir, with its saved options as the base."
+    )
 
 
 @dataclass
@@ -162,7 +166,7 @@ class OptionSpec:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return option_flag(self.name)
 
     @property
     def base_type(self) -> Any:
@@ -174,6 +178,11 @@ class OptionSpec:
 
 
 _UnionType = type(int | None)
+
+
+def option_flag(name: str) -> str:
+    """The CLI flag of an option: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
 
 
 def option_specs() -> list[OptionSpec]:
@@ -276,14 +285,21 @@ def build_config(
     preset: str | None = DEFAULT_PRESET,
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
 ) -> TrainConfig:
-    """Resolve defaults < preset < config file < overrides, then validate.
+    """Resolve defaults < base < preset < config file < overrides, then validate.
 
     ``overrides`` maps option names (``batch_size``) to values; ``None`` values are ignored,
-    so CLI flags that were not given pass straight through.
+    so CLI flags that were not given pass straight through. ``base`` is a config saved with
+    a run (``TrainConfig.to_dict()``), which a resumed run starts from; options it holds that
+    this version does not know are ignored.
     """
     problems: list[str] = []
     values: dict[str, Any] = {}
+    for group in (base or {}).values():
+        for name, value in group.items() if isinstance(group, Mapping) else ():
+            if name in _SPECS:
+                values[name] = value
     if preset is not None:
         values.update(preset_values(preset))
     if config_file is not None:
@@ -382,6 +398,13 @@ def _check_type(spec: OptionSpec, value: Any) -> Any:
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
+def device_problem(device: str) -> str | None:
+    """Why ``device`` is not a device name nanogpt knows, or None if it is one."""
+    if _DEVICE_RE.match(device):
+        return None
+    return f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps"
+
+
 def validate(cfg: TrainConfig) -> list[str]:
     """Every problem with a config, each naming the options involved."""
     problems: list[str] = []
@@ -440,10 +463,8 @@ def validate(cfg: TrainConfig) -> list[str]:
             f"--lr-decay-iters ({o.lr_decay_iters}) must be at least "
             f"--warmup-iters ({o.warmup_iters})"
         )
-    if not _DEVICE_RE.match(s.device):
-        problems.append(
-            f"--device: unknown device '{s.device}'; use auto, cpu, cuda, cuda:N or mps"
-        )
+    if (problem := device_problem(s.device)) is not None:
+        problems.append(f"--device: {problem}")
     if not d.dataset:
         problems.append("--dataset must not be empty")
     if not e.out_dir:

@@ -1,7 +1,8 @@
 """The GPT language model, GPT-2 compatible.
 
-Read it top to bottom: attention, MLP, block, the KV cache, then the model. The shapes follow
-GPT-2 (and nanoGPT), so GPT-2, Hugging Face and original nanoGPT weights load by name.
+Read it top to bottom: attention, MLP, block, the KV cache, then the model. Parameter names
+and shapes are those of nanoGPT's model.py, and GPT-2's up to Hugging Face's transposed
+Conv1D weights, so those families of weights map onto it one to one.
 The model does no I/O, printing, compiling or distributed wrapping: callers do that.
 """
 

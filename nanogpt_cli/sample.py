@@ -43,13 +43,14 @@ def next_token(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """Pick one token per row from (B, vocab) logits; temperature 0 is greedy."""
+    logits = logits.float()
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits.float(), dim=-1)
+    probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
 
 
@@ -64,10 +65,17 @@ def generate(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     window_stride: int | None = None,
+    vocab_size: int | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield the next token of every row of ``idx`` (B, T), ``max_new_tokens`` times."""
+    """Yield the next token of every row of ``idx`` (B, T), ``max_new_tokens`` times.
+
+    ``vocab_size`` restricts sampling to the tokenizer's ids when the model's vocabulary is
+    padded beyond it (nanoGPT pads GPT-2's 50257 to 50304).
+    """
     block = model.config.block_size
     stride = window_stride or default_stride(block)
+    if not 1 <= stride <= block:
+        raise ConfigError(f"--window-stride must be between 1 and the block size ({block})")
     tokens = idx
     cache = KVCache.for_model(model, idx.size(0)) if use_cache else None
     cache_start = -1  # window start of what the cache holds; -1: nothing yet
@@ -82,7 +90,7 @@ def generate(
             logits, _ = model(tokens[:, start:], cache=cache, last_only=True)
         else:
             logits, _ = model(tokens[:, -1:], cache=cache)
-        token = next_token(logits[:, -1, :], temperature, top_k, generator)  # (B,)
+        token = next_token(logits[:, -1, :vocab_size], temperature, top_k, generator)  # (B,)
         tokens = torch.cat([tokens, token[:, None]], dim=1)
         yield token
 
@@ -119,19 +127,30 @@ class Sampler:
         use_cache: bool = True,
         window_stride: int | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Generate ``num_samples`` continuations of ``prompt`` in one batch, token by token."""
+        """Generate ``num_samples`` continuations of ``prompt`` in one batch, token by token.
+
+        Arguments are checked when this is called, before the first token is generated.
+        """
+        block = self.model.config.block_size
+        problems = []
         if temperature < 0:
-            raise ConfigError(f"--temperature must not be negative (got {temperature})")
+            problems.append(f"--temperature must not be negative (got {temperature})")
         if top_k is not None and top_k <= 0:
-            raise ConfigError(f"--top-k must be positive (got {top_k})")
-        if num_samples <= 0 or max_new_tokens < 0:
-            raise ConfigError("--num-samples must be positive and --max-new-tokens not negative")
+            problems.append(f"--top-k must be positive (got {top_k})")
+        if num_samples <= 0:
+            problems.append(f"--num-samples must be positive (got {num_samples})")
+        if max_new_tokens < 0:
+            problems.append(f"--max-new-tokens must not be negative (got {max_new_tokens})")
+        if window_stride is not None and not 1 <= window_stride <= block:
+            problems.append(f"--window-stride must be between 1 and the block size ({block})")
+        if problems:
+            raise ConfigError("; ".join(problems))
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise ConfigError("the prompt is empty; give --start some text")
         idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        yield from generate(
+        return generate(
             self.model,
             idx,
             max_new_tokens,
@@ -140,4 +159,5 @@ class Sampler:
             generator=generator,
             use_cache=use_cache,
             window_stride=window_stride,
+            vocab_size=self.tokenizer.vocab_size,
         )

@@ -138,6 +138,8 @@ def test_no_flags_trains_the_default_preset(captured: list[TrainConfig]) -> None
         (["train", "--n-embd", "100", "--batch-size", "0"], 2, "must be divisible by --n-head"),
         (["train", "--device", "tpu"], 2, "unknown device 'tpu'"),
         (["frobnicate"], 2, "No such command"),
+        (["sample", "--dtype", "fp16"], 2, "'--dtype'"),
+        (["sample", "--device", "tpu"], 2, "unknown device 'tpu'"),
     ],
 )
 def test_user_errors_are_one_line(
@@ -251,3 +253,11 @@ def test_console_script_is_installed() -> None:
         check=True,
     )
     assert out.stdout.startswith("nanogpt ")
+
+
+@pytest.mark.parametrize("args", [[], ["prepare"]])
+def test_a_group_without_command_shows_help_and_succeeds(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run_main(args, capsys)
+    assert status == 0 and "Usage" in out + err and "error" not in err

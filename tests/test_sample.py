@@ -93,11 +93,37 @@ def test_prompt_longer_than_block(checkpoint: Path) -> None:
     assert a == b
 
 
-def test_stream_rejects_bad_arguments(checkpoint: Path) -> None:
+def test_stream_checks_its_arguments_before_generating(checkpoint: Path) -> None:
     sampler = Sampler.from_checkpoint(checkpoint, device="cpu")
+    # No token is requested: the checks run when stream() is called.
     with pytest.raises(ConfigError, match="--temperature must not be negative"):
-        list(sampler.stream("a", temperature=-1))
+        sampler.stream("a", temperature=-1)
     with pytest.raises(ConfigError, match="empty"):
-        list(sampler.stream(""))
+        sampler.stream("")
     with pytest.raises(ConfigError, match="--top-k must be positive"):
-        list(sampler.stream("a", top_k=0))
+        sampler.stream("a", top_k=0)
+    with pytest.raises(ConfigError, match="--window-stride must be between 1 and the block"):
+        sampler.stream("a", window_stride=17)
+
+
+def test_padded_vocabulary_never_samples_beyond_the_tokenizer(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_text())
+    prepare_shakespeare_char(source=str(corpus), data_dir=tmp_path / "data")
+    out = tmp_path / "out"
+    train(
+        build_config(
+            "shakespeare-char",
+            overrides={
+                **TINY,
+                "max_iters": 3,
+                "vocab_size": 512,
+                "data_dir": str(tmp_path / "data"),
+                "out_dir": str(out),
+            },
+        )
+    )
+    sampler = Sampler.from_checkpoint(out, device="cpu")
+    assert sampler.model.config.vocab_size == 512 > sampler.tokenizer.vocab_size
+    tokens = torch.stack(list(sampler.stream("R", 200, temperature=2.0, top_k=None)))
+    assert int(tokens.max()) < sampler.tokenizer.vocab_size

@@ -53,25 +53,69 @@ def test_tiny_run_lowers_loss_and_writes_checkpoint_and_metrics(
     assert ckpt.config is not None and ckpt.config["optim"]["max_iters"] == 40
 
 
+@pytest.mark.parametrize(
+    ("extra", "stop_at"),
+    [({}, 20), ({"dropout": 0.1, "gradient_accumulation_steps": 2}, 13)],
+    ids=["plain", "dropout-accumulation-mid-interval"],
+)
 def test_resume_continues_exactly_where_it_stopped(
-    tiny_options: dict[str, Any], tmp_path: Path
+    tiny_options: dict[str, Any], tmp_path: Path, extra: dict[str, Any], stop_at: int
 ) -> None:
-    # Uninterrupted: 40 iterations. Interrupted: 20, then resumed to 40. On the CPU the
-    # resumed run must reproduce every later loss to the last bit.
-    full = dict(tiny_options, out_dir=str(tmp_path / "full"), always_save_checkpoint=True)
+    # Uninterrupted: 40 iterations. Interrupted: stop_at, then resumed to 40. On the CPU the
+    # resumed run must reproduce every later loss and the final weights to the last bit.
+    full = dict(tiny_options, **extra, log_interval=1, out_dir=str(tmp_path / "full"))
     run(full)
     part = dict(full, out_dir=str(tmp_path / "part"))
-    first = run(part, max_iters=20)
-    assert first.iter_num == 20 and read_checkpoint(part["out_dir"]).state.iter_num == 20
+    first = run(part, max_iters=stop_at, lr_decay_iters=40)
+    assert first.iter_num == stop_at and read_checkpoint(part["out_dir"]).state.iter_num == stop_at
     resumed = run(part, resume=True)
     assert resumed.iter_num == 40
     full_train = losses(Path(full["out_dir"]), "train", "loss")
     part_train = losses(Path(part["out_dir"]), "train", "loss")
     assert part_train == full_train
-    assert (
-        losses(Path(part["out_dir"]), "eval", "val_loss")[40]
-        == (losses(Path(full["out_dir"]), "eval", "val_loss")[40])
+    final = {}
+    for name in ("full", "part"):
+        from safetensors.torch import load_file
+
+        final[name] = load_file(str(tmp_path / name / MODEL_FILE))
+    assert all(torch.equal(final["full"][k], final["part"][k]) for k in final["full"])
+
+
+def test_resume_starts_from_the_saved_config(tiny_options: dict[str, Any]) -> None:
+    from nanogpt_cli.train import resolve_config
+
+    run(tiny_options, max_iters=10, beta2=0.9)
+    # Only --resume, --max-iters and --out-dir given: everything else comes from the run,
+    # not from the default preset (whose batch size is 64 and dropout 0.2).
+    cfg = resolve_config(
+        None, None, {"resume": True, "max_iters": 20, "out_dir": tiny_options["out_dir"]}
     )
+    assert cfg.data.batch_size == 8 and cfg.model.dropout == 0.0 and cfg.optim.beta2 == 0.9
+    assert cfg.optim.max_iters == 20 and cfg.data.data_dir == tiny_options["data_dir"]
+    # A flag given explicitly still wins, and reaches the restored optimizer.
+    cfg = resolve_config(
+        None, None, {"resume": True, "beta2": 0.95, "out_dir": tiny_options["out_dir"]}
+    )
+    assert cfg.optim.beta2 == 0.95
+    from nanogpt_cli.train import Trainer
+
+    trainer = Trainer(cfg)
+    assert {g["betas"] for g in trainer.optimizer.param_groups} == {(0.9, 0.95)}
+
+
+def test_resume_does_not_repeat_the_checkpoint_evaluation(tiny_options: dict[str, Any]) -> None:
+    run(tiny_options, max_iters=20)
+    run(tiny_options, max_iters=40, resume=True)
+    out = Path(tiny_options["out_dir"])
+    evals = [r["iter"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"]
+    assert evals == [0, 20, 40]
+
+
+def test_a_fresh_run_starts_a_fresh_metrics_file(tiny_options: dict[str, Any]) -> None:
+    run(tiny_options, max_iters=10)
+    run(tiny_options, max_iters=5)
+    out = Path(tiny_options["out_dir"])
+    assert max(r["iter"] for r in read_metrics(out / "metrics.jsonl")) == 5
 
 
 def test_resume_without_checkpoint_says_where_it_looked(tiny_options: dict[str, Any]) -> None:
@@ -96,25 +140,36 @@ def test_eval_only_evaluates_once_and_saves_nothing(tiny_options: dict[str, Any]
     assert not (out / MODEL_FILE).exists()
 
 
-def test_short_run_always_leaves_a_checkpoint(tiny_options: dict[str, Any]) -> None:
-    # No evaluation between 0 and the end would improve; the end still saves.
-    result = run(
-        tiny_options,
-        max_iters=3,
-        eval_interval=1000,
-        learning_rate=1e-9,
-        min_lr=1e-10,
-        warmup_iters=0,
-        lr_decay_iters=3,
-    )
-    assert result.saved and read_checkpoint(tiny_options["out_dir"]).state.iter_num == 3
-
-
-def test_gradient_accumulation_scales_tokens_per_step(tiny_options: dict[str, Any]) -> None:
-    run(tiny_options, max_iters=5, gradient_accumulation_steps=3, log_interval=5)
+def test_a_run_whose_evaluations_never_improve_still_saves_at_the_end(
+    tiny_options: dict[str, Any],
+) -> None:
+    run(tiny_options, max_iters=5)
     out = Path(tiny_options["out_dir"])
-    record = next(r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train")
-    assert record["tokens_per_s"] * record["ms"] / 1000 == pytest.approx(3 * 8 * 16)
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    meta["train"]["best_val_loss"] = 0.0  # no evaluation can beat this
+    (out / CONFIG_FILE).write_text(json.dumps(meta))
+    result = run(tiny_options, max_iters=8, resume=True)
+    assert result.saved
+    ckpt = read_checkpoint(out)
+    assert ckpt.state.iter_num == 8 and ckpt.state.best_val_loss == 0.0
+
+
+def test_gradient_accumulation_equals_the_larger_batch(
+    tiny_options: dict[str, Any], tmp_path: Path
+) -> None:
+    # Two micro-batches of 4 draw the same windows as one batch of 8, so the steps match.
+    common = dict(tiny_options, max_iters=10, log_interval=1, eval_interval=1000)
+    run(dict(common, batch_size=8, out_dir=str(tmp_path / "big")))
+    run(dict(common, batch_size=4, gradient_accumulation_steps=2, out_dir=str(tmp_path / "accum")))
+    big = losses(tmp_path / "big", "train", "loss")
+    accum = losses(tmp_path / "accum", "train", "loss")
+    assert big.keys() == accum.keys()
+    for it in big:
+        assert accum[it] == pytest.approx(big[it], abs=1e-5)
+    record = next(
+        r for r in read_metrics(tmp_path / "accum" / "metrics.jsonl") if r["kind"] == "train"
+    )
+    assert record["tokens_per_s"] * record["ms"] / 1000 == pytest.approx(2 * 4 * 16)
 
 
 def test_optimizer_state_round_trips(tiny_options: dict[str, Any]) -> None:
@@ -174,3 +229,63 @@ def test_learning_rate_schedule() -> None:
     assert learning_rate(500, cfg) == pytest.approx(0.1)
     cfg.decay_lr = False
     assert learning_rate(500, cfg) == 1.0
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_runs_on_cpu(tiny_options: dict[str, Any], dtype: str) -> None:
+    # The autocast and gradient-scaler path that CUDA takes, exercised on the CPU.
+    result = run(tiny_options, dtype=dtype, max_iters=6, eval_interval=3, log_interval=3)
+    assert result.saved and math.isfinite(result.best_val_loss)
+    scaler = load_optimizer_state(read_checkpoint(tiny_options["out_dir"]))["scaler"]
+    if dtype == "float16":
+        assert scaler["scale"] > 0  # the scaler was enabled and its state saved
+    else:
+        assert not scaler  # bfloat16 needs no loss scaling
+
+
+def test_save_interrupted_during_renames_is_finished_on_load(
+    tiny_options: dict[str, Any],
+) -> None:
+    import os
+
+    run(tiny_options, max_iters=5)
+    out = Path(tiny_options["out_dir"])
+    run(dict(tiny_options, out_dir=str(out / "next")), max_iters=7)
+    # Stage the iteration-7 files as a save does, then "crash" after renaming the model only.
+    for name in (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE):
+        os.replace(out / "next" / name, out / (name + ".tmp"))
+    os.replace(out / (MODEL_FILE + ".tmp"), out / MODEL_FILE)
+    ckpt = read_checkpoint(out)
+    assert ckpt.state.iter_num == 7 and load_optimizer_state(ckpt)["iter_num"] == 7
+    assert not list(out.glob("*.tmp"))
+
+
+def test_save_interrupted_before_its_json_leaves_the_previous_checkpoint(
+    tiny_options: dict[str, Any],
+) -> None:
+    run(tiny_options, max_iters=5)
+    out = Path(tiny_options["out_dir"])
+    (out / (MODEL_FILE + ".tmp")).write_bytes(b"half a model")
+    (out / (CONFIG_FILE + ".tmp")).write_text('{"format": "nanogpt-chec')  # cut short
+    assert read_checkpoint(out).state.iter_num == 5
+    assert not list(out.glob("*.tmp"))
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(
+    tiny_options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    run(tiny_options, max_iters=5)
+    out = Path(tiny_options["out_dir"])
+    before = (out / MODEL_FILE).read_bytes()
+
+    def full_disk(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"No space left on device.*previous checkpoint"):
+        run(tiny_options, max_iters=10, resume=True, always_save_checkpoint=True)
+    assert (out / MODEL_FILE).read_bytes() == before
+    assert read_checkpoint(out).state.iter_num == 5
+    assert not list(out.glob("*.tmp"))

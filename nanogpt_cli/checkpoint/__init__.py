@@ -6,9 +6,10 @@ A checkpoint is a directory (by default the run's ``out_dir``) holding:
 - ``checkpoint.json``: model config, tokenizer, training state, RNG states, the config used;
 - ``optimizer.pt``: optimizer and gradient-scaler state, read with ``weights_only=True``.
 
-Each file is written under a temporary name and renamed into place, so a crash mid-save
-never leaves a half-written file; every file records the iteration it belongs to, so a crash
-between two renames is detected on load instead of resuming from a mixed state.
+Each file is written under a temporary name and flushed to disk before any is renamed into
+place, so a crash mid-save either leaves the previous checkpoint untouched or is completed on
+the next load; every file also records the iteration it belongs to, so files of different
+saves are never mixed silently.
 """
 
 from .io import (

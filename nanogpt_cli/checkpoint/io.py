@@ -58,19 +58,20 @@ def save_checkpoint(
     dataset: str | None = None,
     config: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the checkpoint files into ``out_dir``; returns the directory."""
+    """Write the checkpoint files into ``out_dir``; returns the directory.
+
+    Every file is first written under a temporary name and flushed to disk, the JSON last:
+    once ``checkpoint.json.tmp`` exists, the new checkpoint is complete. The files are then
+    renamed into place, JSON last. A crash before that point leaves the previous checkpoint
+    as it was; a crash during the renames is finished on the next load (see ``_recover``).
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import save_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _recover(out)
     stamp = str(state.iter_num)
-    model_tmp = out / (MODEL_FILE + ".tmp")
-    save_model(model, str(model_tmp), metadata={"format": "pt", "iter_num": stamp})
-    written = [(model_tmp, out / MODEL_FILE)]
-    if optimizer_state is not None:
-        opt_tmp = out / (OPTIMIZER_FILE + ".tmp")
-        torch.save({"iter_num": state.iter_num, **optimizer_state}, opt_tmp)
-        written.append((opt_tmp, out / OPTIMIZER_FILE))
     meta = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -88,21 +89,78 @@ def save_checkpoint(
         "config": config,
         "files": {"model": MODEL_FILE, "optimizer": OPTIMIZER_FILE if optimizer_state else None},
     }
-    json_tmp = out / (CONFIG_FILE + ".tmp")
-    json_tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    written.append((json_tmp, out / CONFIG_FILE))
+    try:
+        save_model(model, str(_tmp(out, MODEL_FILE)), metadata={"format": "pt", "iter_num": stamp})
+        _fsync(_tmp(out, MODEL_FILE))
+        if optimizer_state is not None:
+            torch.save({"iter_num": state.iter_num, **optimizer_state}, _tmp(out, OPTIMIZER_FILE))
+            _fsync(_tmp(out, OPTIMIZER_FILE))
+        with open(_tmp(out, CONFIG_FILE), "w", encoding="utf-8") as f:
+            f.write(json.dumps(meta, indent=1) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError, SafetensorError) as e:  # disk full, permissions
+        for name in _FILES:
+            _tmp(out, name).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not save the checkpoint in {out}: {e}; the previous checkpoint is intact"
+        ) from None
+    _commit(out)
     if optimizer_state is None:
         (out / OPTIMIZER_FILE).unlink(missing_ok=True)
-    for tmp, final in written:
-        os.replace(tmp, final)
     return out
+
+
+_FILES = (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE)  # in the order they are committed
+
+
+def _tmp(out: Path, name: str) -> Path:
+    return out / (name + ".tmp")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _commit(out: Path) -> None:
+    """Rename the temporary files of a complete save into place, the JSON last."""
+    for name in _FILES:
+        if _tmp(out, name).exists():
+            os.replace(_tmp(out, name), out / name)
+    if hasattr(os, "O_DIRECTORY"):  # make the renames durable (POSIX)
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _recover(out: Path) -> None:
+    """Finish or discard a save that a crash interrupted.
+
+    A complete ``checkpoint.json.tmp`` means every new file was on disk before the renames
+    began: finish them. Anything less means the renames never began: drop the temporaries.
+    """
+    json_tmp = _tmp(out, CONFIG_FILE)
+    try:
+        complete = json_tmp.exists() and isinstance(json.loads(json_tmp.read_text()), dict)
+    except (OSError, UnicodeDecodeError, ValueError):
+        complete = False
+    if complete:
+        _commit(out)
+    else:
+        for name in _FILES:
+            _tmp(out, name).unlink(missing_ok=True)
 
 
 def find_checkpoint(path: str | Path) -> Path:
     """The checkpoint directory for ``path``: the directory itself or one of its files."""
     p = Path(path).expanduser()
-    if p.is_file() and p.name in (CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE):
+    if p.is_file() and p.name in _FILES:
         p = p.parent
+    if p.is_dir() and os.access(p, os.W_OK):
+        _recover(p)
     if not (p / CONFIG_FILE).is_file():
         where = f"{p} does not exist" if not p.exists() else f"looked for {p / CONFIG_FILE}"
         raise CheckpointError(f"no checkpoint in {p} ({where}); train one with `nanogpt train`")

@@ -87,8 +87,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as e:
         if not _is_usage_error(e) or debug:
             raise
+        message = e.format_message()  # type: ignore[attr-defined]
+        if not message:  # `nanogpt` or a group without a command: the help was shown
+            sys.exit(0)
         ctx = getattr(e, "ctx", None)
         where = f"{ctx.command_path}: " if ctx is not None else ""
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        _fail(f"{where}{e.format_message()}{hint}", e.exit_code)  # type: ignore[attr-defined]
+        _fail(f"{where}{message}{hint}", e.exit_code)  # type: ignore[attr-defined]
     sys.exit(code if isinstance(code, int) else 0)

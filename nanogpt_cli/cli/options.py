@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .. import config
 from ..config import (
     DEFAULT_PRESET,
     GROUP_TITLES,
@@ -23,18 +24,32 @@ from ..config import (
     OptionSpec,
     TrainConfig,
     apply_values,
+    device_problem,
     option_specs,
     preset_values,
 )
 
+
+def _check_device(value: str) -> str:
+    if (problem := device_problem(value)) is not None:
+        raise typer.BadParameter(problem)
+    return value
+
+
 Device = Annotated[
-    str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
-]
-DType = Annotated[
     str,
     typer.Option(
+        "--device",
+        help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.",
+        callback=_check_device,
+    ),
+]
+DType = Annotated[
+    config.DType,
+    typer.Option(
         "--dtype",
-        help="auto, float32, bfloat16 or float16 (auto: bfloat16 on CUDA where supported).",
+        help="Precision (auto: bfloat16 on CUDA where supported, else float16; float32 on CPU).",
+        metavar="|".join(typing.get_args(config.DType)),
     ),
 ]
 DataDir = Annotated[
@@ -52,12 +67,13 @@ def complete_preset(incomplete: str) -> list[str]:
 
 
 Preset = Annotated[
-    str,
+    Optional[str],
     typer.Option(
         "--preset",
         help="Named set of options to start from (see docs/configuration.md).",
         autocompletion=complete_preset,
         rich_help_panel="Configuration",
+        show_default=DEFAULT_PRESET,
     ),
 ]
 

@@ -79,8 +79,6 @@ def sample(
     vocab = sampler.tokenizer.vocab_size
     if top_k is not None and top_k > vocab:
         raise ConfigError(f"--top-k {top_k} is larger than the vocabulary ({vocab} tokens)")
-    if window_stride is not None and window_stride <= 0:
-        raise ConfigError(f"--window-stride must be positive (got {window_stride})")
     stream = sampler.stream(
         prompt,
         max_new_tokens,

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import DEFAULT_PRESET
 from .options import ConfigFile, Preset, with_training_options
 
 
-def train(preset: Preset = DEFAULT_PRESET, config: ConfigFile = None, **options: Any) -> None:
+def train(preset: Preset = None, config: ConfigFile = None, **options: Any) -> None:
     """Train a GPT model.
 
     Option values come from the preset, then --config FILE.toml, then the flags given here.
-    Defaults shown are those of the shakespeare-char preset. nanoGPT's spelling
-    (--batch_size=32) works too.
+    Defaults shown are those of the shakespeare-char preset. With --resume, the resumed
+    run's saved options replace the preset. nanoGPT's spelling (--batch_size=32) works too.
 
     Examples:
       nanogpt train                                  (baby GPT on shakespeare-char)
       nanogpt train --preset shakespeare-char-cpu    (a few minutes on a laptop CPU)
       nanogpt train --max-iters 1000 --resume
     """
-    from ..config import build_config
     from ..log import logger
+    from ..train import resolve_config
     from ..train import train as run_training
 
-    cfg = build_config(preset, config, options)
+    cfg = resolve_config(preset, config, options)
     result = run_training(cfg)
     if cfg.eval.eval_only:
         return

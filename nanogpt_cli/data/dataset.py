@@ -58,7 +58,11 @@ def open_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         hint = PREPARE_HINTS.get(name)
         if hint and data_dir:
             hint += f" --data-dir {data_dir}"
-        how = f"run `{hint}`" if hint else "prepare it with `nanogpt prepare`"
+        how = (
+            f"run `{hint}`"
+            if hint
+            else "see `nanogpt prepare --help`, or pass --dataset DIR of a prepared dataset"
+        )
         raise DatasetError(f"dataset '{name}' is not prepared (no {meta_path}); {how}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))

@@ -32,6 +32,10 @@ class TokenFile:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    def close(self) -> None:
+        del self.tokens  # the array holds a view of the mapping, which must go first
+        self._mmap.close()
+
     def release(self) -> None:
         """Drop mapped pages from this process (the OS page cache keeps them)."""
         if hasattr(self._mmap, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
@@ -75,6 +79,9 @@ class BatchLoader:
         self._copied: list[Any] = [None] * len(self._buffers)
         self._count = 0
 
+    def close(self) -> None:
+        self.file.close()
+
     def state(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}
 
@@ -95,7 +102,7 @@ class BatchLoader:
             buf.numpy()[:] = windows
             batch = buf.to(self.device, non_blocking=True)
             self._copied[slot] = torch.cuda.Event()
-            self._copied[slot].record()
+            self._copied[slot].record(torch.cuda.current_stream(self.device))
         else:
             batch = torch.from_numpy(windows.astype(np.int64)).to(self.device)
         return batch[:, :-1], batch[:, 1:]
@@ -114,4 +121,5 @@ def fixed_windows(
     rng = np.random.Generator(np.random.PCG64(seed))
     starts = rng.integers(0, len(file) - block_size, size=count)
     windows = torch.from_numpy(file.windows(starts, block_size + 1).astype(np.int64))
+    file.close()
     return windows.to(device)

@@ -123,9 +123,14 @@ def prepare_char_text(
             f"the text for {name} has {len(ids)} characters; too short for a validation split"
         )
 
-    out.mkdir(parents=True, exist_ok=True)
-    for split, tokens in splits.items():
-        write_tokens(out / f"{split}.bin", tokens)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for split, tokens in splits.items():
+            write_tokens(out / f"{split}.bin", tokens)
+    except OSError as e:
+        raise DatasetError(
+            f"cannot write the dataset to {out}: {e.strerror or e}; choose another --data-dir"
+        ) from None
     meta = {
         "format": "nanogpt-dataset",
         "version": FORMAT_VERSION,

@@ -1,5 +1,5 @@
 """The training engine."""
 
-from .engine import Trainer, TrainResult, train
+from .engine import Trainer, TrainResult, resolve_config, train
 
-__all__ = ["TrainResult", "Trainer", "train"]
+__all__ = ["TrainResult", "Trainer", "resolve_config", "train"]

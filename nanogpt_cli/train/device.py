@@ -64,14 +64,20 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """``auto``: bf16 on CUDA where supported, else fp16; fp32 on CPU and MPS."""
     if name == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if _native_bf16(device) else torch.float16
         return torch.float32
     dtype = DTYPES[name]
-    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if dtype == torch.bfloat16 and device.type == "cuda" and not _native_bf16(device):
         raise DeviceError(
             "--dtype bfloat16: this GPU does not support bfloat16; use --dtype float16 or auto"
         )
     return dtype
+
+
+def _native_bf16(device: torch.device) -> bool:
+    # torch.cuda.is_bf16_supported() also says yes where bfloat16 is only emulated (V100,
+    # T4), which is slower than float16 there; Ampere (8.0) and newer do it in hardware.
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager[Any]:

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from ..checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from ..config import ModelConfig, TrainConfig
+from ..config import DEFAULT_PRESET, ModelConfig, TrainConfig, build_config, option_flag
 from ..data.dataset import open_dataset
 from ..data.loader import BatchLoader, fixed_windows
 from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
@@ -62,6 +63,40 @@ def train(cfg: TrainConfig) -> TrainResult:
     return Trainer(cfg).run()
 
 
+def resolve_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """The config that ``nanogpt train`` runs.
+
+    A fresh run is ``build_config(preset or the default preset, config_file, overrides)``.
+    A resumed run starts from the config saved with its checkpoint instead of the default
+    preset, so ``--resume --max-iters 4000`` changes the step count and nothing else; a
+    preset, config file or flag given explicitly still applies on top.
+    """
+    cfg = build_config(preset or DEFAULT_PRESET, config_file, overrides)
+    if not cfg.eval.resume:
+        return cfg
+    try:
+        saved = read_checkpoint(cfg.eval.out_dir).config
+    except CheckpointError:
+        return cfg  # the trainer reports the missing checkpoint
+    if not saved:
+        return cfg
+    resumed = build_config(preset, config_file, overrides, base=saved)
+    resumed.eval.out_dir = cfg.eval.out_dir  # where the checkpoint was found
+    before = build_config(None, base=saved).flat()
+    changed = [
+        f"{option_flag(name)} {before[name]} -> {value}"
+        for name, value in resumed.flat().items()
+        if name not in ("resume", "out_dir") and before.get(name) != value
+    ]
+    if changed:
+        logger.info("resuming with changed options: " + ", ".join(changed))
+    return resumed
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -86,6 +121,7 @@ class Trainer:
             self.device,
             seed=cfg.system.seed,
         )
+        self.resumed = resume_from is not None
         if resume_from is not None:
             self._restore(resume_from)
         self.forward_model: Any = self.model
@@ -152,6 +188,12 @@ class Trainer:
         load_model(ckpt, self.model, self.device)
         saved = load_optimizer_state(ckpt)
         self.optimizer.load_state_dict(saved["optimizer"])
+        # The saved state carries the old run's hyperparameters; this run's config wins
+        # (the learning rate is set by the schedule at every step).
+        decay, no_decay = self.optimizer.param_groups
+        decay["weight_decay"], no_decay["weight_decay"] = self.cfg.optim.weight_decay, 0.0
+        for group in self.optimizer.param_groups:
+            group["betas"] = (self.cfg.optim.beta1, self.cfg.optim.beta2)
         if saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
         self.state = dataclasses.replace(ckpt.state)
@@ -171,7 +213,9 @@ class Trainer:
             f"{', compiled' if self.compiled else ''}), {self.tokens_per_iter:,} tokens per step, "
             f"dataset {self.dataset.name}"
         )
-        metrics = MetricsWriter(self.out_dir / "metrics.jsonl")
+        # A fresh run starts a fresh metrics file; resuming or evaluating adds to it.
+        append = self.resumed or cfg.eval.eval_only
+        metrics = MetricsWriter(self.out_dir / "metrics.jsonl", append=append)
         saved = False
         val_loss = train_loss = None
         flops_per_iter = self.model.flops_per_token() * self.tokens_per_iter
@@ -190,7 +234,9 @@ class Trainer:
                     group["lr"] = lr
 
                 last = it >= cfg.optim.max_iters
-                if it % cfg.eval.eval_interval == 0 or last or cfg.eval.eval_only:
+                # A resumed run does not repeat the evaluation its checkpoint already made.
+                repeat = self.resumed and it == first_iter and not cfg.eval.eval_only
+                if (it % cfg.eval.eval_interval == 0 or last or cfg.eval.eval_only) and not repeat:
                     losses = self.evaluate()
                     train_loss, val_loss = losses["train"], losses["val"]
                     improved = val_loss < state.best_val_loss
@@ -267,6 +313,7 @@ class Trainer:
                 saved = True
         finally:
             metrics.close()
+            self.train_loader.close()
         return TrainResult(
             out_dir=self.out_dir,
             iter_num=state.iter_num,

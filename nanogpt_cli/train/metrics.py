@@ -12,9 +12,10 @@ from typing import Any, TextIO
 class MetricsWriter:
     """Appends records to ``out_dir/metrics.jsonl``, flushed as they come."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, append: bool = True) -> None:
         self.path = path
-        self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        mode = "a" if append else "w"
+        self._file: TextIO = open(path, mode, encoding="utf-8")  # noqa: SIM115 - see close()
 
     def write(self, kind: str, **values: Any) -> None:
         record = {"kind": kind, "time": round(time.time(), 3)}
