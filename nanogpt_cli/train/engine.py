@@ -227,6 +227,7 @@ class Trainer:
             loss_count = 0
             t_log, iters_since_log = time.perf_counter(), 0
             first_iter = state.iter_num
+            warned_slow = False
             while True:
                 it = state.iter_num
                 lr = learning_rate(it, cfg.optim)
@@ -302,6 +303,12 @@ class Trainer:
                         tokens_per_s=tokens_per_s,
                         mfu=mfu,
                     )
+                    if not warned_slow and self.device.type == "cpu" and eta > 3600:
+                        warned_slow = True
+                        logger.warning(
+                            f"this run will take about {_duration(eta)} on the CPU; "
+                            "a smaller model trains in minutes: --preset shakespeare-char-cpu"
+                        )
                     if not math.isfinite(mean_loss):
                         raise TrainingError(
                             f"training loss became {mean_loss} at iteration {state.iter_num}; "
