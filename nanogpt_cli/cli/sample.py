@@ -28,7 +28,12 @@ def sample(
         ),
     ] = None,
     start: Annotated[
-        str, typer.Option("--start", help="Prompt text, or FILE:path to read it from a file.")
+        str,
+        typer.Option(
+            "--start",
+            help="Prompt text, or FILE:path to read it from a file.",
+            show_default="a newline",
+        ),
     ] = "\n",
     num_samples: Annotated[int, typer.Option("--num-samples", help="Samples to draw.")] = 1,
     max_new_tokens: Annotated[
