@@ -289,3 +289,18 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(
     assert (out / MODEL_FILE).read_bytes() == before
     assert read_checkpoint(out).state.iter_num == 5
     assert not list(out.glob("*.tmp"))
+
+
+def test_compile_failure_falls_back_to_eager(
+    tiny_options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Compilation happens on the first call; when it fails there, training goes on eagerly.
+    def broken_compile(model: torch.nn.Module) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("no C++ compiler found")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    result = run(tiny_options, compile=True, max_iters=4, eval_interval=2)
+    assert result.iter_num == 4 and result.saved
