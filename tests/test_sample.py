@@ -13,26 +13,21 @@ from nanogpt_cli.sample import Sampler, generate, window_start
 from nanogpt_cli.train import train
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model trained for a few steps (block size 16)."""
-    root = tmp_path_factory.mktemp("sample")
+def train_tiny(root: Path, **overrides: object) -> Path:
+    """Prepare the generated corpus under ``root`` and train a tiny model; returns out_dir."""
     corpus = root / "corpus.txt"
     corpus.write_text(make_text())
     prepare_shakespeare_char(source=str(corpus), data_dir=root / "data")
     out = root / "out"
-    train(
-        build_config(
-            "shakespeare-char",
-            overrides={
-                **TINY,
-                "max_iters": 30,
-                "data_dir": str(root / "data"),
-                "out_dir": str(out),
-            },
-        )
-    )
+    options = {**TINY, "data_dir": str(root / "data"), "out_dir": str(out), **overrides}
+    train(build_config("shakespeare-char", overrides=options))
     return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained for a few steps (block size 16)."""
+    return train_tiny(tmp_path_factory.mktemp("sample"), max_iters=30)
 
 
 def text_of(sampler: Sampler, prompt: str, **kwargs: object) -> list[str]:
@@ -107,22 +102,7 @@ def test_stream_checks_its_arguments_before_generating(checkpoint: Path) -> None
 
 
 def test_padded_vocabulary_never_samples_beyond_the_tokenizer(tmp_path: Path) -> None:
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(make_text())
-    prepare_shakespeare_char(source=str(corpus), data_dir=tmp_path / "data")
-    out = tmp_path / "out"
-    train(
-        build_config(
-            "shakespeare-char",
-            overrides={
-                **TINY,
-                "max_iters": 3,
-                "vocab_size": 512,
-                "data_dir": str(tmp_path / "data"),
-                "out_dir": str(out),
-            },
-        )
-    )
+    out = train_tiny(tmp_path, max_iters=3, vocab_size=512)
     sampler = Sampler.from_checkpoint(out, device="cpu")
     assert sampler.model.config.vocab_size == 512 > sampler.tokenizer.vocab_size
     tokens = torch.stack(list(sampler.stream("R", 200, temperature=2.0, top_k=None)))

@@ -14,7 +14,6 @@ from typing import Any
 
 from ..errors import DatasetError
 from ..paths import dataset_dir
-from .tokenizer import Tokenizer, tokenizer_from_dict
 
 META_FILE = "meta.json"
 SPLITS = ("train", "val")
@@ -40,14 +39,8 @@ class Dataset:
     def tokenizer_info(self) -> dict[str, Any]:
         return dict(self.meta["tokenizer"])
 
-    def tokenizer(self) -> Tokenizer:
-        return tokenizer_from_dict(self.tokenizer_info)
-
     def split_path(self, split: str) -> Path:
         return self.path / f"{split}.bin"
-
-    def num_tokens(self, split: str) -> int:
-        return self.split_path(split).stat().st_size // TOKEN_BYTES
 
 
 def open_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
