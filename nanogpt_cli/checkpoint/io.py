@@ -154,8 +154,14 @@ def _recover(out: Path) -> None:
             _tmp(out, name).unlink(missing_ok=True)
 
 
-def find_checkpoint(path: str | Path) -> Path:
-    """The checkpoint directory for ``path``: the directory itself or one of its files."""
+NEW_CHECKPOINT_HINT = "train one with `nanogpt train`"
+
+
+def find_checkpoint(path: str | Path, hint: str = NEW_CHECKPOINT_HINT) -> Path:
+    """The checkpoint directory for ``path``: the directory itself or one of its files.
+
+    ``hint`` ends the error message when there is none: what the user should do instead.
+    """
     p = Path(path).expanduser()
     if p.is_file() and p.name in _FILES:
         p = p.parent
@@ -163,13 +169,13 @@ def find_checkpoint(path: str | Path) -> Path:
         _recover(p)
     if not (p / CONFIG_FILE).is_file():
         where = f"{p} does not exist" if not p.exists() else f"looked for {p / CONFIG_FILE}"
-        raise CheckpointError(f"no checkpoint in {p} ({where}); train one with `nanogpt train`")
+        raise CheckpointError(f"no checkpoint in {p} ({where}); {hint}")
     return p
 
 
-def read_checkpoint(path: str | Path) -> Checkpoint:
+def read_checkpoint(path: str | Path, hint: str = NEW_CHECKPOINT_HINT) -> Checkpoint:
     """Read a checkpoint's metadata and check that its files belong together."""
-    root = find_checkpoint(path)
+    root = find_checkpoint(path, hint)
     meta_path = root / CONFIG_FILE
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))

@@ -152,10 +152,9 @@ class Trainer:
 
     def _resume_checkpoint(self) -> Checkpoint:
         try:
-            ckpt = read_checkpoint(self.out_dir)
+            ckpt = read_checkpoint(self.out_dir, hint="train without --resume first")
         except CheckpointError as e:
-            message = str(e).replace("train one with `nanogpt train`", "train without --resume")
-            raise CheckpointError(f"cannot resume: {message}") from None
+            raise CheckpointError(f"cannot resume: {e}") from None
         if ckpt.tokenizer != self.dataset.tokenizer_info:
             raise DatasetError(
                 f"cannot resume: dataset '{self.cfg.data.dataset}' uses another tokenizer than "
