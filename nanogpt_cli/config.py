@@ -28,8 +28,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-Activation = Literal["gelu_tanh", "gelu"]
+Activation = Literal["gelu", "gelu_tanh"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
+SaveFormat = Literal["separated", "unified", "model-only"]
 
 DEFAULT_PRESET = "shakespeare-char"
 
@@ -55,8 +56,8 @@ class ModelConfig:
     dropout: float = opt(0.0, "Dropout probability (0 for pretraining, 0.1+ for finetuning).")
     bias: bool = opt(False, "Use biases in Linear and LayerNorm layers, as GPT-2 does.")
     activation: Activation = opt(
-        "gelu_tanh",
-        "MLP activation: gelu_tanh (GPT-2, Hugging Face) or gelu (exact erf, original nanoGPT).",
+        "gelu",
+        "MLP activation: gelu (exact erf, as nanoGPT) or gelu_tanh (GPT-2's approximation).",
     )
 
 
@@ -106,6 +107,12 @@ class EvalConfig:
     )
     resume: bool = opt(
         False, "Resume from the checkpoint in out_dir, with its saved options as the base."
+    )
+    save_format: SaveFormat = opt(
+        "separated",
+        "Checkpoint files: separated (safetensors + optimizer.pt), unified (nanoGPT's ckpt.pt) "
+        "or model-only (cannot resume).",
+        shortcuts={"save_separate_optimizer": "separated", "save_model_only": "model-only"},
     )
 
 
@@ -163,6 +170,8 @@ class OptionSpec:
     default: Any
     help: str
     default_text: str | None
+    # Flags that set this option to a value: {"save_model_only": "model-only"}.
+    shortcuts: tuple[tuple[str, Any], ...] = ()
 
     @property
     def flag(self) -> str:
@@ -200,6 +209,7 @@ def option_specs() -> list[OptionSpec]:
                     default=f.default,
                     help=f.metadata["help"],
                     default_text=f.metadata.get("default_text"),
+                    shortcuts=tuple(f.metadata.get("shortcuts", {}).items()),
                 )
             )
     return specs
@@ -207,6 +217,10 @@ def option_specs() -> list[OptionSpec]:
 
 _SPECS: dict[str, OptionSpec] = {s.name: s for s in option_specs()}
 _OWNER: dict[str, str] = {s.name: s.group for s in _SPECS.values()}
+# Shortcut flag -> (option, value it sets).
+SHORTCUTS: dict[str, tuple[str, Any]] = {
+    short: (s.name, value) for s in _SPECS.values() for short, value in s.shortcuts
+}
 
 # ---------------------------------------------------------------------------------------------
 # Presets: named deltas over the defaults above (which are nanoGPT's train.py defaults).
@@ -306,7 +320,8 @@ def build_config(
         file_values, file_problems = read_config_file(config_file)
         values.update(file_values)
         problems += file_problems
-    for name, value in (overrides or {}).items():
+    overrides = _expand_shortcuts(overrides or {}, problems)
+    for name, value in overrides.items():
         if value is None:
             continue
         if name not in _SPECS:
@@ -318,6 +333,24 @@ def build_config(
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
     return cfg
+
+
+def _expand_shortcuts(overrides: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """Replace shortcut flags (``save_model_only=True``) by the option they set."""
+    out = {k: v for k, v in overrides.items() if k not in SHORTCUTS}
+    given: dict[str, str] = {}  # option -> flag that set it
+    for name, value in overrides.items():
+        if name not in SHORTCUTS or not value:
+            continue
+        target, target_value = SHORTCUTS[name]
+        flag = option_flag(name)
+        if target in given or out.get(target) not in (None, target_value):
+            other = given.get(target) or f"{option_flag(target)} {out[target]}"
+            problems.append(f"{flag} conflicts with {other}")
+            continue
+        given[target] = flag
+        out[target] = target_value
+    return out
 
 
 def apply_values(cfg: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:

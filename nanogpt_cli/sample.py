@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_model, read_checkpoint
+from .checkpoint import model_from_checkpoint, read_checkpoint
 from .data.tokenizer import Tokenizer, tokenizer_from_dict
 from .errors import ConfigError
 from .model import GPT, KVCache
@@ -54,7 +54,6 @@ def next_token(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
 
 
-@torch.inference_mode()
 def generate(
     model: GPT,
     idx: torch.Tensor,
@@ -70,12 +69,31 @@ def generate(
     """Yield the next token of every row of ``idx`` (B, T), ``max_new_tokens`` times.
 
     ``vocab_size`` restricts sampling to the tokenizer's ids when the model's vocabulary is
-    padded beyond it (nanoGPT pads GPT-2's 50257 to 50304).
+    padded beyond it (nanoGPT pads GPT-2's 50257 to 50304). Arguments are checked when this
+    is called, before the first token is generated.
     """
     block = model.config.block_size
     stride = window_stride or default_stride(block)
     if not 1 <= stride <= block:
         raise ConfigError(f"--window-stride must be between 1 and the block size ({block})")
+    return _generate(
+        model, idx, max_new_tokens, temperature, top_k, generator, use_cache, stride, vocab_size
+    )
+
+
+@torch.inference_mode()
+def _generate(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+    use_cache: bool,
+    stride: int,
+    vocab_size: int | None,
+) -> Iterator[torch.Tensor]:
+    block = model.config.block_size
     tokens = idx
     cache = KVCache.for_model(model, idx.size(0)) if use_cache else None
     cache_start = -1  # window start of what the cache holds; -1: nothing yet
@@ -105,15 +123,19 @@ class Sampler:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "auto", dtype: str = "auto"
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        dtype: str = "auto",
+        meta: str | Path | None = None,
     ) -> Sampler:
-        ckpt = read_checkpoint(path)
+        """Load any checkpoint format; ``meta`` is a nanoGPT ``meta.pkl`` vocabulary."""
+        ckpt = read_checkpoint(path, meta=meta)
+        tokenizer = tokenizer_from_dict(ckpt.tokenizer)
         dev = resolve_device(device)
-        model = GPT(ckpt.model_config)
-        load_model(ckpt, model)
-        model.eval()
+        model = model_from_checkpoint(ckpt)
         model.to(device=dev, dtype=resolve_dtype(dtype, dev))
-        return cls(model=model, tokenizer=tokenizer_from_dict(ckpt.tokenizer), device=dev)
+        return cls(model=model, tokenizer=tokenizer, device=dev)
 
     def stream(
         self,
@@ -131,7 +153,6 @@ class Sampler:
 
         Arguments are checked when this is called, before the first token is generated.
         """
-        block = self.model.config.block_size
         problems = []
         if temperature < 0:
             problems.append(f"--temperature must not be negative (got {temperature})")
@@ -141,8 +162,6 @@ class Sampler:
             problems.append(f"--num-samples must be positive (got {num_samples})")
         if max_new_tokens < 0:
             problems.append(f"--max-new-tokens must not be negative (got {max_new_tokens})")
-        if window_stride is not None and not 1 <= window_stride <= block:
-            problems.append(f"--window-stride must be between 1 and the block size ({block})")
         if problems:
             raise ConfigError("; ".join(problems))
         ids = self.tokenizer.encode(prompt)

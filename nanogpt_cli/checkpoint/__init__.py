@@ -1,39 +1,54 @@
-"""Checkpoints: what training saves and sampling, resuming and conversion load.
+"""Checkpoints: what training saves, and what sampling, resuming and conversion load.
 
-A checkpoint is a directory (by default the run's ``out_dir``) holding:
+Three formats are written, and told apart on load by the files present:
 
-- ``model.safetensors``: the weights (no pickle);
-- ``checkpoint.json``: model config, tokenizer, training state, RNG states, the config used;
-- ``optimizer.pt``: optimizer and gradient-scaler state, read with ``weights_only=True``.
+- *separated* (the default): ``model.safetensors`` + ``optimizer.pt`` + ``checkpoint.json``;
+- *model-only*: ``model.safetensors`` + ``checkpoint.json``, for inference and sharing;
+- *unified*: one ``ckpt.pt`` in the original nanoGPT's layout, which nanoGPT's own scripts
+  read, and which nanoGPT's ``train.py`` writes.
 
-Each file is written under a temporary name and flushed to disk before any is renamed into
-place, so a crash mid-save either leaves the previous checkpoint untouched or is completed on
-the next load; every file also records the iteration it belongs to, so files of different
-saves are never mixed silently.
+Hugging Face GPT-2 folders are read too, and written by ``convert_checkpoint``. Nothing is
+unpickled beyond tensors and plain data (see ``safety``), and every save is atomic.
 """
 
-from .io import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    OPTIMIZER_FILE,
+from .convert import Conversion, checkpoint_info, convert_checkpoint, model_from_checkpoint
+from .core import (
+    FORMATS,
+    HF,
+    MODEL_ONLY,
+    SEPARATED,
+    UNIFIED,
     Checkpoint,
     TrainState,
-    find_checkpoint,
-    load_model,
-    load_optimizer_state,
-    read_checkpoint,
-    save_checkpoint,
+    load_weights,
 )
+from .directory import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE
+from .formats import checkpoint_target, locate, read_checkpoint, save_checkpoint
+from .safety import load_plain_pickle, load_torch_file
+from .unified import META_FILE, UNIFIED_FILE
 
 __all__ = [
     "CONFIG_FILE",
+    "FORMATS",
+    "HF",
+    "META_FILE",
     "MODEL_FILE",
+    "MODEL_ONLY",
     "OPTIMIZER_FILE",
+    "SEPARATED",
+    "UNIFIED",
+    "UNIFIED_FILE",
     "Checkpoint",
+    "Conversion",
     "TrainState",
-    "find_checkpoint",
-    "load_model",
-    "load_optimizer_state",
+    "checkpoint_info",
+    "checkpoint_target",
+    "convert_checkpoint",
+    "load_plain_pickle",
+    "load_torch_file",
+    "load_weights",
+    "locate",
+    "model_from_checkpoint",
     "read_checkpoint",
     "save_checkpoint",
 ]

@@ -11,13 +11,13 @@ import typer
 
 from .. import __version__
 from ..errors import NanoGPTError
-from . import prepare, sample, train
+from . import convert, prepare, sample, train
 
 DEBUG_ENV = "NANOGPT_DEBUG"
 
 app = typer.Typer(
     name="nanogpt",
-    help="Prepare data for, train, and sample GPT models.",
+    help="Prepare data for, train, sample and convert GPT models.",
     no_args_is_help=True,
     # nanoGPT's spelling --batch_size=32 works as well as --batch-size 32.
     context_settings={
@@ -29,6 +29,8 @@ app = typer.Typer(
 app.add_typer(prepare.app, name="prepare")
 app.command("train")(train.train)
 app.command("sample")(sample.sample)
+app.add_typer(convert.app, name="convert-checkpoint")
+app.add_typer(convert.app, name="convert", hidden=True)
 
 
 def _version(value: bool) -> None:
@@ -46,7 +48,7 @@ def root(
         ),
     ] = None,
 ) -> None:
-    """Prepare data for, train, and sample GPT models.
+    """Prepare data for, train, sample and convert GPT models.
 
     First minutes: nanogpt prepare shakespeare-char; nanogpt train; nanogpt sample
     """

@@ -25,6 +25,7 @@ from ..config import (
     TrainConfig,
     apply_values,
     device_problem,
+    option_flag,
     option_specs,
     preset_values,
 )
@@ -121,18 +122,42 @@ def _annotation(spec: OptionSpec, defaults: TrainConfig) -> Any:
     ]
 
 
-def training_parameters(preset: str = DEFAULT_PRESET) -> list[inspect.Parameter]:
-    """One keyword parameter per training option, for a Typer command's signature."""
-    defaults = apply_values(TrainConfig(), preset_values(preset))
-    return [
-        inspect.Parameter(
-            spec.name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=_annotation(spec, defaults),
-        )
-        for spec in option_specs()
+def _shortcut_annotation(spec: OptionSpec, name: str, value: Any) -> Any:
+    return Annotated[
+        bool,
+        typer.Option(
+            option_flag(name),
+            help=f"Same as {spec.flag} {value}.",
+            show_default=False,
+            rich_help_panel=GROUP_TITLES[spec.group],
+        ),
     ]
+
+
+def training_parameters(preset: str = DEFAULT_PRESET) -> list[inspect.Parameter]:
+    """One keyword parameter per training option (and per shortcut flag), for a Typer
+    command's signature."""
+    defaults = apply_values(TrainConfig(), preset_values(preset))
+    params = []
+    for spec in option_specs():
+        params.append(
+            inspect.Parameter(
+                spec.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=_annotation(spec, defaults),
+            )
+        )
+        for name, value in spec.shortcuts:
+            params.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=False,
+                    annotation=_shortcut_annotation(spec, name, value),
+                )
+            )
+    return params
 
 
 def with_training_options(

@@ -23,7 +23,17 @@ def sample(
         Optional[Path],
         typer.Option(
             "--checkpoint",
-            help="Checkpoint directory or file; overrides --out-dir.",
+            help="Checkpoint directory or file, any format (nanoGPT's ckpt.pt and Hugging "
+            "Face folders too); overrides --out-dir.",
+            show_default=False,
+        ),
+    ] = None,
+    meta: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--meta",
+            help="nanoGPT meta.pkl with the character vocabulary of a ckpt.pt "
+            "(default: beside the checkpoint, or data/<dataset>/meta.pkl).",
             show_default=False,
         ),
     ] = None,
@@ -76,11 +86,12 @@ def sample(
       nanogpt sample
       nanogpt sample --start "ROMEO:" --temperature 0 --max-new-tokens 200
       nanogpt sample --checkpoint out-shakespeare-char --start FILE:prompt.txt
+      nanogpt sample --checkpoint nanoGPT/out/ckpt.pt --meta nanoGPT/data/shakespeare_char/meta.pkl
     """
     from ..sample import Sampler
 
     prompt = _read_prompt(start)
-    sampler = Sampler.from_checkpoint(checkpoint or out_dir, device=device, dtype=dtype)
+    sampler = Sampler.from_checkpoint(checkpoint or out_dir, device=device, dtype=dtype, meta=meta)
     vocab = sampler.tokenizer.vocab_size
     if top_k is not None and top_k > vocab:
         raise ConfigError(f"--top-k {top_k} is larger than the vocabulary ({vocab} tokens)")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import DatasetError
@@ -47,8 +51,69 @@ class CharTokenizer:
         return {"kind": self.kind, "chars": "".join(self.itos)}
 
 
-def tokenizer_from_dict(info: dict[str, Any]) -> Tokenizer:
+class TiktokenTokenizer:
+    """A tiktoken BPE encoding; ``gpt2`` is GPT-2's, with ``<|endoftext|>`` = 50256."""
+
+    kind = "tiktoken"
+
+    def __init__(self, name: str = "gpt2") -> None:
+        import tiktoken
+
+        try:
+            self.encoding = tiktoken.get_encoding(name)
+        except ValueError as e:  # an unknown encoding name
+            raise DatasetError(f"unknown tiktoken encoding {name!r}: {e}") from None
+        except Exception as e:  # the BPE files are downloaded on first use
+            raise DatasetError(
+                f"cannot load the {name} BPE files (tiktoken downloads them on first use and "
+                f"caches them in $TIKTOKEN_CACHE_DIR): {str(e).strip().splitlines()[0]}"
+            ) from None
+        self.name = name
+        self.vocab_size = self.encoding.n_vocab
+
+    def encode(self, text: str) -> list[int]:
+        # As nanoGPT's sample.py: the end-of-text marker may be written in a prompt.
+        return self.encoding.encode(text, allowed_special={"<|endoftext|>"})
+
+    def decode(self, ids: list[int]) -> str:
+        return self.encoding.decode(ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name}
+
+
+_GPT2_BPE_URLS = {
+    "encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+    "vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+}
+
+
+def gpt2_bpe_files() -> tuple[Path, Path] | None:
+    """GPT-2's ``encoder.json`` and ``vocab.bpe`` from tiktoken's cache, fetched there first
+    if need be; None when they cannot be had (no network and nothing cached).
+
+    These are Hugging Face's ``vocab.json`` and ``merges.txt`` under other names.
+    """
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
+    cache_dir = Path(cache or Path(tempfile.gettempdir()) / "data-gym-cache")
+    paths = [cache_dir / hashlib.sha1(url.encode()).hexdigest() for url in _GPT2_BPE_URLS.values()]
+    if not all(p.is_file() for p in paths):
+        try:
+            TiktokenTokenizer("gpt2")  # downloads both files into the cache
+        except DatasetError:
+            return None
+    if not all(p.is_file() for p in paths):
+        return None
+    return paths[0], paths[1]
+
+
+def tokenizer_from_dict(info: dict[str, Any] | None) -> Tokenizer:
     """Rebuild a tokenizer from what ``to_dict`` stored."""
+    if not info:
+        raise DatasetError(
+            "this checkpoint records no tokenizer; for a nanoGPT checkpoint pass its "
+            "vocabulary with --meta path/to/meta.pkl"
+        )
     kind = info.get("kind")
     if kind == "char":
         chars = info.get("chars")
@@ -59,4 +124,6 @@ def tokenizer_from_dict(info: dict[str, Any]) -> Tokenizer:
         ):
             raise DatasetError("character tokenizer metadata has no valid 'chars' list")
         return CharTokenizer(chars)
+    if kind == "tiktoken":
+        return TiktokenTokenizer(str(info.get("name", "gpt2")))
     raise DatasetError(f"unknown tokenizer kind {kind!r}; this nanogpt cannot read it")

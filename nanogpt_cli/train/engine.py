@@ -13,14 +13,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import (
-    Checkpoint,
-    TrainState,
-    load_model,
-    load_optimizer_state,
-    read_checkpoint,
-    save_checkpoint,
-)
+from ..checkpoint import Checkpoint, TrainState, load_weights, read_checkpoint, save_checkpoint
 from ..config import DEFAULT_PRESET, ModelConfig, TrainConfig, build_config, option_flag
 from ..data.dataset import open_dataset
 from ..data.loader import BatchLoader, fixed_windows
@@ -36,7 +29,7 @@ from .device import (
     use_compile,
 )
 from .metrics import MetricsWriter
-from .optim import build_optimizer, clip_gradients, learning_rate
+from .optim import apply_hyperparameters, build_optimizer, clip_gradients, learning_rate
 from .state import capture_rng, restore_rng
 
 # Model fields a resumed run takes from its checkpoint: they fix the weights' shapes.
@@ -155,7 +148,12 @@ class Trainer:
             ckpt = read_checkpoint(self.out_dir, hint="train without --resume first")
         except CheckpointError as e:
             raise CheckpointError(f"cannot resume: {e}") from None
-        if ckpt.tokenizer != self.dataset.tokenizer_info:
+        if ckpt.tokenizer is None:
+            logger.warning(
+                f"{ckpt.path} records no tokenizer; assuming it is dataset "
+                f"'{self.cfg.data.dataset}''s"
+            )
+        elif ckpt.tokenizer != self.dataset.tokenizer_info:
             raise DatasetError(
                 f"cannot resume: dataset '{self.cfg.data.dataset}' uses another tokenizer than "
                 f"the checkpoint in {self.out_dir} (trained on '{ckpt.dataset}')"
@@ -184,15 +182,16 @@ class Trainer:
         return dataclasses.replace(saved, dropout=wanted.dropout)
 
     def _restore(self, ckpt: Checkpoint) -> None:
-        load_model(ckpt, self.model, self.device)
-        saved = load_optimizer_state(ckpt)
-        self.optimizer.load_state_dict(saved["optimizer"])
-        # The saved state carries the old run's hyperparameters; this run's config wins
-        # (the learning rate is set by the schedule at every step).
-        decay, no_decay = self.optimizer.param_groups
-        decay["weight_decay"], no_decay["weight_decay"] = self.cfg.optim.weight_decay, 0.0
-        for group in self.optimizer.param_groups:
-            group["betas"] = (self.cfg.optim.beta1, self.cfg.optim.beta2)
+        load_weights(ckpt, self.model)
+        saved = ckpt.optimizer_state()
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(
+                f"the optimizer state in {ckpt.path} does not fit this model ({e})"
+            ) from None
+        _check_optimizer_shapes(self.optimizer, ckpt)
+        apply_hyperparameters(self.optimizer, self.cfg.optim)
         if saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
         self.state = dataclasses.replace(ckpt.state)
@@ -306,7 +305,7 @@ class Trainer:
                         warned_slow = True
                         logger.warning(
                             f"this run will take about {_duration(eta)} on the CPU; "
-                            "a smaller model trains in minutes: --preset shakespeare-char-cpu"
+                            "a smaller model trains in minutes, e.g. --preset shakespeare-char-cpu"
                         )
                     if not math.isfinite(mean_loss):
                         raise TrainingError(
@@ -368,20 +367,35 @@ class Trainer:
         """Write the checkpoint; ``loader_state`` is the loader's state before the batch
         that is already drawn for the next step, so a resumed run draws it again."""
         self.state.rng = {**capture_rng(), "loader": loader_state}
-        save_checkpoint(
-            self.out_dir,
-            self.model,
-            self.model_config,
-            self.dataset.tokenizer_info,
-            self.state,
-            optimizer_state={
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(),
-            },
+        fmt = self.cfg.eval.save_format
+        ckpt = Checkpoint(
+            model_config=self.model_config,
+            tokenizer=self.dataset.tokenizer_info,
+            state=self.state,
             dataset=self.dataset.name,
             config=self.cfg.to_dict(),
+            _weights=self.model.state_dict(),
+            _optimizer=None
+            if fmt == "model-only"
+            else {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()},
         )
-        logger.info(f"saved checkpoint at iter {self.state.iter_num} to {self.out_dir}")
+        files = save_checkpoint(ckpt, self.out_dir, fmt)
+        logger.info(
+            f"saved {fmt} checkpoint at iter {self.state.iter_num} to "
+            f"{files[0] if fmt == 'unified' else self.out_dir}"
+        )
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != p.shape:
+                    raise CheckpointError(
+                        f"the optimizer state in {ckpt.path} does not fit this model "
+                        f"({key} of shape {tuple(value.shape)} for a parameter of shape "
+                        f"{tuple(p.shape)}); it was written for another parameter order"
+                    )
 
 
 def _prepare_out_dir(out_dir: str) -> Path:

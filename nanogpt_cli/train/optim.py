@@ -32,6 +32,18 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, **kwargs)
 
 
+def apply_hyperparameters(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> None:
+    """Set weight decay and betas from ``cfg`` on an optimizer made by ``build_optimizer``.
+
+    A loaded optimizer state carries the hyperparameters of the run that saved it; a resumed
+    run uses its own config instead (the learning rate is set by the schedule every step).
+    """
+    decay, no_decay = optimizer.param_groups
+    decay["weight_decay"], no_decay["weight_decay"] = cfg.weight_decay, 0.0
+    for group in optimizer.param_groups:
+        group["betas"] = (cfg.beta1, cfg.beta2)
+
+
 def clip_gradients(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Scale gradients so their total norm is at most ``max_norm``; returns the norm before.
 

@@ -1,0 +1,182 @@
+"""Converting checkpoints between formats, checking conversions, describing checkpoints.
+
+Behind ``nanogpt convert-checkpoint``; everything here works from Python as well.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from .core import (
+    FORMATS,
+    HF,
+    MODEL_ONLY,
+    SEPARATED,
+    UNIFIED,
+    Checkpoint,
+    load_weights,
+    weights_dtype,
+)
+from .formats import checkpoint_target, locate, read_checkpoint, save_checkpoint
+from .hf import export_vocab_size, read_hf, write_hf
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+VERIFY_BATCH, VERIFY_TOKENS, VERIFY_SEED = 2, 64, 1234
+
+
+@dataclass
+class Conversion:
+    """What a conversion read and wrote."""
+
+    source: Checkpoint
+    dst: Path
+    format: str
+    files: list[Path]
+    notes: list[str] = field(default_factory=list)
+    max_abs_diff: float | None = None  # with verify: largest logit difference, both sides
+
+
+def model_from_checkpoint(ckpt: Checkpoint, device: torch.device | str = "cpu") -> Any:
+    """A ``GPT`` with the checkpoint's shape and weights, in float32, in eval mode."""
+    from ..model import GPT
+
+    model = GPT(ckpt.model_config)
+    load_weights(ckpt, model)
+    return model.to(device).eval()
+
+
+def convert_checkpoint(
+    src: str | Path,
+    dst: str | Path,
+    to: str,
+    *,
+    source_format: str | None = None,
+    dtype: str | None = None,
+    meta: str | Path | None = None,
+    verify: bool = False,
+    force: bool = False,
+) -> Conversion:
+    """Convert the checkpoint at ``src`` to format ``to`` (one of ``FORMATS`` or ``HF``) in
+    ``dst``.
+
+    ``source_format`` insists on the source's format (``unified-to-separated`` is for unified
+    sources); ``HF`` also admits hub ids. ``dtype`` (``fp32``, ``bf16``, ``fp16``) applies to
+    model-only exports. ``verify`` loads both sides and compares their logits on a fixed
+    input. Existing checkpoints at ``dst`` are replaced only with ``force``.
+    """
+    if to not in (*FORMATS, HF):
+        raise CheckpointError(f"unknown target format {to!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise CheckpointError(f"unknown dtype {dtype!r}; use {', '.join(DTYPES)}")
+    if dtype is not None and to != MODEL_ONLY:
+        raise CheckpointError("--dtype applies to model-only exports only")
+    source = read_hf(src) if source_format == HF else read_checkpoint(src, meta=meta)
+    if source_format is not None and source.format != source_format:
+        raise CheckpointError(
+            f"{src} is a {source.format} checkpoint, not {source_format}; "
+            f"{_suggest(source.format, to)}"
+        )
+    if to in (SEPARATED, UNIFIED) and not source.has_optimizer:
+        raise CheckpointError(
+            f"{src} is a {source.format} checkpoint without optimizer state; a {to} "
+            "checkpoint needs one (use to-model-only or to-hf for inference exports)"
+        )
+    target = Path(dst).expanduser() if to == HF else checkpoint_target(dst, to)
+    if source.path is not None and target.resolve() == source.path.resolve():
+        raise CheckpointError(f"{dst} is the source checkpoint itself; choose another destination")
+    if to != HF and not force:
+        _refuse_overwrite(target, to)
+    notes = list(source.notes)
+    if to == HF:
+        notes += write_hf(target, source, overwrite=force)
+        files = sorted(p for p in target.iterdir() if p.is_file())
+    else:
+        files = save_checkpoint(source, dst, to, dtype=DTYPES[dtype] if dtype else None)
+        target = files[0].parent if to != UNIFIED else files[0]
+    result = Conversion(source=source, dst=target, format=to, files=files, notes=notes)
+    if verify:
+        result.max_abs_diff = verify_conversion(source, target, to)
+    return result
+
+
+def _suggest(found: str | None, to: str) -> str:
+    if found == UNIFIED:
+        return "use unified-to-separated" if to == SEPARATED else "use to-model-only or to-hf"
+    if found == HF:
+        return "use from-hf"
+    return "use separated-to-unified, to-model-only or to-hf"
+
+
+def _refuse_overwrite(target: Path, to: str) -> None:
+    try:
+        kind, where = locate(target)
+    except CheckpointError:
+        return
+    if to == UNIFIED and kind != UNIFIED:
+        return  # a directory checkpoint beside a new ckpt.pt: nothing is overwritten
+    if to != UNIFIED and kind == UNIFIED:
+        return
+    raise CheckpointError(f"{where} already holds a checkpoint; pass --force to replace it")
+
+
+def verify_conversion(source: Checkpoint, target: Path, to: str) -> float:
+    """Largest absolute difference between the logits of both sides on a fixed input."""
+    vocab = export_vocab_size(source)
+    block = source.model_config.block_size
+    generator = torch.Generator().manual_seed(VERIFY_SEED)
+    idx = torch.randint(0, vocab, (VERIFY_BATCH, min(block, VERIFY_TOKENS)), generator=generator)
+    with torch.no_grad():
+        expected, _ = model_from_checkpoint(source)(idx)
+        if to == HF:
+            from transformers import GPT2LMHeadModel
+
+            hf_model = GPT2LMHeadModel.from_pretrained(target, dtype=torch.float32).eval()
+            got = hf_model(idx).logits
+        else:
+            got, _ = model_from_checkpoint(read_checkpoint(target))(idx)
+    return (expected[..., :vocab].float() - got[..., :vocab].float()).abs().max().item()
+
+
+def checkpoint_info(path: str | Path, meta: str | Path | None = None) -> dict[str, Any]:
+    """What ``convert-checkpoint info`` prints: format, size, config, training state."""
+    ckpt = read_checkpoint(path, meta=meta)
+    weights = ckpt.weights()
+    seen: set[int] = set()
+    n_params = 0
+    for t in weights.values():
+        if id(t) not in seen:  # the tied output layer counts once
+            seen.add(id(t))
+            n_params += t.numel()
+    best = ckpt.state.best_val_loss
+    tokenizer = ckpt.tokenizer or {}
+    return {
+        "path": str(ckpt.path),
+        "format": ckpt.format,
+        "written by": ckpt.origin,
+        "parameters": n_params,
+        "dtype": weights_dtype(weights),
+        "model": asdict(ckpt.model_config),
+        "tokenizer": _tokenizer_summary(tokenizer),
+        "dataset": ckpt.dataset,
+        "iteration": ckpt.state.iter_num,
+        "best val loss": None if math.isinf(best) else best,
+        "optimizer state": ckpt.has_optimizer,
+        "files": {str(p): p.stat().st_size for p in ckpt.files if p.is_file()},
+        "notes": ckpt.notes,
+    }
+
+
+def _tokenizer_summary(tokenizer: dict[str, Any]) -> str | None:
+    if not tokenizer:
+        return None
+    if tokenizer.get("kind") == "char":
+        return f"characters ({len(tokenizer['chars'])})"
+    if tokenizer.get("kind") == "tiktoken":
+        return f"tiktoken {tokenizer.get('name')}"
+    return str(tokenizer.get("kind"))

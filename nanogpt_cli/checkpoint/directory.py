@@ -1,0 +1,236 @@
+"""The separated and model-only formats: a directory of safetensors weights and JSON.
+
+- ``model.safetensors``: the weights (no pickle), the tied output layer stored once;
+- ``checkpoint.json``: model config, tokenizer, training state, RNG states, the config used;
+- ``optimizer.pt`` (separated only): optimizer and gradient-scaler state, tensors and plain
+  data only, read with ``weights_only=True``.
+
+Each file is written under a temporary name and flushed to disk before any is renamed into
+place, so a crash mid-save either leaves the previous checkpoint untouched or is completed on
+the next load; every file also records the iteration it belongs to, so files of different
+saves are never mixed silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..config import ModelConfig
+from ..errors import CheckpointError
+from .core import MODEL_ONLY, SEPARATED, Checkpoint, TrainState, canonical_weights, untied
+from .safety import load_torch_file
+
+CONFIG_FILE = "checkpoint.json"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+FORMAT = "nanogpt-checkpoint"
+FORMAT_VERSION = 1
+_FILES = (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE)  # in the order they are committed
+
+
+def write_directory(
+    out_dir: str | Path,
+    ckpt: Checkpoint,
+    *,
+    model_only: bool = False,
+    dtype: torch.dtype | None = None,
+) -> list[Path]:
+    """Write ``ckpt`` into ``out_dir`` as separated (with optimizer) or model-only files.
+
+    Every file is first written under a temporary name and flushed to disk, the JSON last:
+    once ``checkpoint.json.tmp`` exists, the new checkpoint is complete. The files are then
+    renamed into place, JSON last. A crash before that point leaves the previous checkpoint
+    as it was; a crash during the renames is finished on the next load (see ``recover``).
+    ``dtype`` converts floating-point weights (model-only exports).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recover(out)
+    state = ckpt.state
+    stamp = str(state.iter_num)
+    with_optimizer = not model_only
+    optimizer = ckpt.optimizer_state() if with_optimizer else None
+    tensors = {
+        name: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).contiguous()
+        for name, t in untied(ckpt.weights()).items()
+    }
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "kind": MODEL_ONLY if model_only else SEPARATED,
+        "nanogpt_version": __version__,
+        "model": asdict(ckpt.model_config),
+        "tokenizer": ckpt.tokenizer,
+        "dataset": ckpt.dataset,
+        "train": {
+            "iter_num": state.iter_num,
+            # JSON has no infinity: a run that never evaluated has no best loss yet.
+            "best_val_loss": None if math.isinf(state.best_val_loss) else state.best_val_loss,
+            "tokens_seen": state.tokens_seen,
+        },
+        # A model-only checkpoint is for inference: nothing to continue, so no RNG states.
+        "rng": {} if model_only else state.rng,
+        "config": ckpt.config,
+        "files": {"model": MODEL_FILE, "optimizer": OPTIMIZER_FILE if with_optimizer else None},
+    }
+    try:
+        save_file(tensors, str(_tmp(out, MODEL_FILE)), metadata={"format": "pt", "iter_num": stamp})
+        _fsync(_tmp(out, MODEL_FILE))
+        if optimizer is not None:
+            torch.save({"iter_num": state.iter_num, **optimizer}, _tmp(out, OPTIMIZER_FILE))
+            _fsync(_tmp(out, OPTIMIZER_FILE))
+        with open(_tmp(out, CONFIG_FILE), "w", encoding="utf-8") as f:
+            f.write(json.dumps(meta, indent=1) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError, SafetensorError) as e:  # disk full, permissions
+        for name in _FILES:
+            _tmp(out, name).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not save the checkpoint in {out}: {e}; the previous checkpoint is intact"
+        ) from None
+    _commit(out)
+    if not with_optimizer:
+        (out / OPTIMIZER_FILE).unlink(missing_ok=True)
+    return [out / name for name in _FILES if (out / name).is_file()]
+
+
+def _tmp(out: Path, name: str) -> Path:
+    return out / (name + ".tmp")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames in ``path`` durable (POSIX; a no-op elsewhere)."""
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _commit(out: Path) -> None:
+    """Rename the temporary files of a complete save into place, the JSON last."""
+    for name in _FILES:
+        if _tmp(out, name).exists():
+            os.replace(_tmp(out, name), out / name)
+    fsync_dir(out)
+
+
+def recover(out: Path) -> None:
+    """Finish or discard a save that a crash interrupted.
+
+    A complete ``checkpoint.json.tmp`` means every new file was on disk before the renames
+    began: finish them. Anything less means the renames never began: drop the temporaries.
+    """
+    json_tmp = _tmp(out, CONFIG_FILE)
+    try:
+        complete = json_tmp.exists() and isinstance(json.loads(json_tmp.read_text()), dict)
+    except (OSError, UnicodeDecodeError, ValueError):
+        complete = False
+    if complete:
+        _commit(out)
+    else:
+        for name in _FILES:
+            _tmp(out, name).unlink(missing_ok=True)
+
+
+def has_directory_checkpoint(path: Path) -> bool:
+    """Whether ``path`` holds (or a finished interrupted save would hold) this format."""
+    return (path / CONFIG_FILE).is_file() or _tmp(path, CONFIG_FILE).is_file()
+
+
+def read_directory(root: Path) -> Checkpoint:
+    """Read a separated or model-only checkpoint directory and check its files agree."""
+    if os.access(root, os.W_OK):
+        recover(root)
+    meta_path = root / CONFIG_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format is {meta.get('format')!r}, not {FORMAT!r}")
+        model_config = ModelConfig(**meta["model"])
+        train = meta["train"]
+        best = train.get("best_val_loss")
+        state = TrainState(
+            iter_num=int(train["iter_num"]),
+            best_val_loss=math.inf if best is None else float(best),
+            tokens_seen=int(train.get("tokens_seen", 0)),
+            rng=meta.get("rng") or {},
+        )
+        tokenizer = meta["tokenizer"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{meta_path} is not a readable nanogpt checkpoint: {e}") from None
+    model_path = root / MODEL_FILE
+    if not model_path.is_file():
+        raise CheckpointError(f"checkpoint {root} has no {MODEL_FILE}; it is incomplete")
+    stamp = _model_stamp(model_path)
+    if stamp is not None and stamp != str(state.iter_num):
+        raise CheckpointError(
+            f"checkpoint {root} is inconsistent ({MODEL_FILE} is from iteration {stamp}, "
+            f"{CONFIG_FILE} from {state.iter_num}); a save was interrupted"
+        )
+    optimizer_path = root / OPTIMIZER_FILE
+    with_optimizer = bool((meta.get("files") or {}).get("optimizer")) and optimizer_path.is_file()
+    files = [model_path, meta_path] + ([optimizer_path] if with_optimizer else [])
+    return Checkpoint(
+        model_config=model_config,
+        tokenizer=tokenizer,
+        state=state,
+        dataset=meta.get("dataset"),
+        config=meta.get("config"),
+        path=root,
+        format=SEPARATED if with_optimizer else MODEL_ONLY,
+        files=files,
+        _weights=lambda: _read_weights(model_path),
+        _optimizer=(lambda: _read_optimizer(optimizer_path, state.iter_num))
+        if with_optimizer
+        else None,
+    )
+
+
+def _model_stamp(path: Path) -> str | None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("iter_num")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return canonical_weights(load_file(str(path)), path)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+
+
+def _read_optimizer(path: Path, iter_num: int) -> dict[str, Any]:
+    state = load_torch_file(path)
+    if not isinstance(state, dict) or state.get("iter_num") != iter_num:
+        found = state.get("iter_num") if isinstance(state, dict) else None
+        raise CheckpointError(
+            f"checkpoint {path.parent} is inconsistent ({OPTIMIZER_FILE} is from iteration "
+            f"{found}, {CONFIG_FILE} from {iter_num}); a save was interrupted"
+        )
+    return {"optimizer": state["optimizer"], "scaler": state.get("scaler") or {}}

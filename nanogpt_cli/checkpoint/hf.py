@@ -1,0 +1,334 @@
+"""Hugging Face ``transformers`` GPT-2 folders, both ways.
+
+nanogpt's parameter names are GPT-2's; what differs is that Hugging Face stores the four
+projection matrices as ``Conv1D`` weights, transposed relative to ``nn.Linear``, always has
+biases, and names the GELU forms ``gelu`` (exact) and ``gelu_new`` (tanh approximation).
+A padded vocabulary (nanoGPT's 50304) is cropped to the tokenizer's size on export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ModelConfig
+from ..errors import CheckpointError
+from .core import HF, LM_HEAD, WTE, Checkpoint, TrainState, canonical_weights
+from .directory import fsync_dir
+from .safety import load_torch_file
+
+HF_CONFIG = "config.json"
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+_TO_HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
+_FROM_HF_ACTIVATION = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+GPT2_VOCAB = 50257
+GPT2_EOT = 50256
+CHAR_TOKENIZER_NOTE = (
+    "character-level model: tokenizer.json maps one character to one id, so "
+    "AutoTokenizer, pipelines and generate() work; tools that assume GPT-2's BPE do not"
+)
+
+
+def is_hf_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder holding a Hugging Face GPT-2 model."""
+    config = path / HF_CONFIG
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "gpt2"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _is_conv1d(name: str) -> bool:
+    return name.endswith(_CONV1D)
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+def hf_state_dict(ckpt: Checkpoint, vocab_size: int) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights under Hugging Face's names and layouts.
+
+    The output layer is left out (it is tied to ``transformer.wte.weight``); missing biases
+    are zeros, which compute the same as none.
+    """
+    weights = ckpt.weights()
+    cfg = ckpt.model_config
+    out: dict[str, torch.Tensor] = {}
+    for name, t in weights.items():
+        if name == LM_HEAD:
+            continue
+        if name == WTE:
+            t = t[:vocab_size]
+        elif _is_conv1d(name):
+            t = t.t()
+        out[name] = t.contiguous()
+    if not cfg.bias:
+        width = {"ln_1": 1, "ln_2": 1, "attn.c_attn": 3, "attn.c_proj": 1, "mlp.c_fc": 4}
+        width["mlp.c_proj"] = 1
+        dtype = weights[WTE].dtype
+        for i in range(cfg.n_layer):
+            for part, mult in width.items():
+                out[f"transformer.h.{i}.{part}.bias"] = torch.zeros(mult * cfg.n_embd, dtype=dtype)
+        out["transformer.ln_f.bias"] = torch.zeros(cfg.n_embd, dtype=dtype)
+    return out
+
+
+def export_vocab_size(ckpt: Checkpoint) -> int:
+    """The vocabulary exported: the tokenizer's, when the model's is padded beyond it."""
+    model_vocab = ckpt.model_config.vocab_size or 0
+    tokenizer_vocab = _tokenizer_vocab(ckpt.tokenizer)
+    if tokenizer_vocab is not None and tokenizer_vocab < model_vocab:
+        return tokenizer_vocab
+    return model_vocab
+
+
+def _tokenizer_vocab(tokenizer: dict[str, Any] | None) -> int | None:
+    if not tokenizer:
+        return None
+    if tokenizer.get("kind") == "char":
+        return len(tokenizer["chars"])
+    if tokenizer.get("kind") == "tiktoken" and tokenizer.get("name") == "gpt2":
+        return GPT2_VOCAB
+    return None
+
+
+def write_hf(dst: str | Path, ckpt: Checkpoint, *, overwrite: bool = False) -> list[str]:
+    """Write a folder that ``GPT2LMHeadModel.from_pretrained(dst)`` loads as it is.
+
+    Returns notes for the user (what the tokenizer files can do, what was cropped). The
+    folder is assembled under a temporary name beside ``dst`` and renamed into place.
+    """
+    from safetensors.torch import save_file
+    from transformers import GPT2Config
+
+    dst = Path(dst).expanduser()
+    cfg = ckpt.model_config
+    vocab = export_vocab_size(ckpt)
+    notes: list[str] = []
+    if vocab < (cfg.vocab_size or 0):
+        notes.append(f"vocabulary cropped from {cfg.vocab_size} (padded) to {vocab} tokens")
+    gpt2_bpe = _tokenizer_vocab(ckpt.tokenizer) == GPT2_VOCAB
+    hf_config = GPT2Config(
+        vocab_size=vocab,
+        n_positions=cfg.block_size,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        activation_function=_TO_HF_ACTIVATION[cfg.activation],
+        resid_pdrop=cfg.dropout,
+        embd_pdrop=cfg.dropout,
+        attn_pdrop=cfg.dropout,
+        layer_norm_epsilon=1e-5,
+        bos_token_id=GPT2_EOT if gpt2_bpe else None,
+        eos_token_id=GPT2_EOT if gpt2_bpe else None,
+        architectures=["GPT2LMHeadModel"],
+        # What Hugging Face's config has no field for, so that from-hf restores it exactly.
+        nanogpt={
+            "model": asdict(cfg),
+            "tokenizer": ckpt.tokenizer,
+            "dataset": ckpt.dataset,
+            "iter_num": ckpt.state.iter_num,
+        },
+    )
+    tensors = hf_state_dict(ckpt, vocab)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        hf_config.save_pretrained(tmp)
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        notes += _write_tokenizer(tmp, ckpt.tokenizer)
+        _replace_dir(tmp, dst, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return notes
+
+
+def _replace_dir(tmp: Path, dst: Path, overwrite: bool) -> None:
+    occupied = (dst.is_dir() and any(dst.iterdir())) or (dst.exists() and not dst.is_dir())
+    if occupied:
+        if not overwrite:
+            raise CheckpointError(f"{dst} already exists and is not empty; pass --force to replace")
+        old = dst.with_name(f".{dst.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(tmp, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if dst.is_dir():
+            dst.rmdir()
+        os.replace(tmp, dst)
+    fsync_dir(dst.parent)
+
+
+def _write_tokenizer(folder: Path, tokenizer: dict[str, Any] | None) -> list[str]:
+    if not tokenizer:
+        return ["no tokenizer is known for this model: no tokenizer files written"]
+    if tokenizer.get("kind") == "char":
+        char_tokenizer(list(tokenizer["chars"])).save_pretrained(folder)
+        return [CHAR_TOKENIZER_NOTE]
+    if tokenizer.get("kind") == "tiktoken" and tokenizer.get("name") == "gpt2":
+        from ..data.tokenizer import gpt2_bpe_files
+
+        files = gpt2_bpe_files()
+        if files is None:
+            return [
+                "GPT-2 tokenizer files not written: tiktoken has not cached them and they "
+                "could not be downloaded; copy vocab.json and merges.txt from the 'gpt2' "
+                "model on the Hugging Face hub"
+            ]
+        from transformers import GPT2TokenizerFast
+
+        encoder, merges = files
+        GPT2TokenizerFast(vocab_file=str(encoder), merges_file=str(merges)).save_pretrained(folder)
+        return []
+    return [f"tokenizer kind {tokenizer.get('kind')!r} has no Hugging Face form; none written"]
+
+
+def char_tokenizer(chars: list[str]) -> Any:
+    """A Hugging Face fast tokenizer that maps each character to its id, and back."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({c: i for i, c in enumerate(chars)}, unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core)
+
+
+# -- import ------------------------------------------------------------------------------------
+
+
+def resolve_hf_source(src: str | Path) -> Path:
+    """A local folder for ``src``: the folder itself, or a hub id downloaded to the cache."""
+    path = Path(src).expanduser()
+    if path.exists():
+        if not is_hf_folder(path):
+            raise CheckpointError(
+                f"{path} is not a Hugging Face GPT-2 folder (no config.json with model_type 'gpt2')"
+            )
+        return path
+    name = str(src)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise CheckpointError(f"{src} does not exist")
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.safetensors"]))
+        if not list(folder.glob("*.safetensors")):
+            folder = Path(snapshot_download(name, allow_patterns=["pytorch_model.bin"]))
+    except Exception as e:  # network, unknown repo, authentication: all one message
+        raise CheckpointError(
+            f"{src} is not a local folder and could not be fetched from the Hugging Face hub "
+            f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); "
+            "download it elsewhere and pass its folder"
+        ) from None
+    if not is_hf_folder(folder):
+        raise CheckpointError(f"hub model {src} is not a GPT-2 model (model_type is not gpt2)")
+    return folder
+
+
+def _hf_raw_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    if (folder / "model.safetensors").is_file():
+        return load_file(str(folder / "model.safetensors"))
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        out: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            out.update(load_file(str(folder / shard)))
+        return out
+    if (folder / "pytorch_model.bin").is_file():
+        return load_torch_file(folder / "pytorch_model.bin")
+    raise CheckpointError(f"{folder} has no model.safetensors or pytorch_model.bin")
+
+
+def our_weights(raw: Mapping[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
+    """Hugging Face GPT-2 weights under nanogpt's names and layouts."""
+    out: dict[str, torch.Tensor] = {}
+    for name, t in raw.items():
+        # GPT2Model checkpoints (the hub's 'gpt2') have no 'transformer.' prefix.
+        if not name.startswith(("transformer.", "lm_head.")):
+            name = "transformer." + name
+        out[name] = t.t().contiguous() if _is_conv1d(name) else t
+    return canonical_weights(out, source)
+
+
+def _drop_zero_biases(weights: dict[str, torch.Tensor]) -> bool:
+    """Remove the biases if every one of them is zero (a bias-free model exported by
+    nanogpt); returns whether they were removed."""
+    biases = [k for k in weights if k.endswith(".bias")]
+    if not biases or any(weights[k].count_nonzero() for k in biases):
+        return False
+    for k in biases:
+        del weights[k]
+    return True
+
+
+def read_hf(src: str | Path) -> Checkpoint:
+    """Read a Hugging Face GPT-2 folder (or hub id) as a model-only checkpoint."""
+    folder = resolve_hf_source(src)
+    try:
+        hf = json.loads((folder / HF_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {folder / HF_CONFIG}: {e}") from None
+    problems = []
+    activation = _FROM_HF_ACTIVATION.get(hf.get("activation_function", "gelu_new"))
+    if activation is None:
+        problems.append(f"activation_function {hf.get('activation_function')!r}")
+    if abs(float(hf.get("layer_norm_epsilon", 1e-5)) - 1e-5) > 1e-12:
+        problems.append(f"layer_norm_epsilon {hf.get('layer_norm_epsilon')}")
+    n_embd = int(hf.get("n_embd", 768))
+    if hf.get("n_inner") not in (None, 4 * n_embd):
+        problems.append(f"n_inner {hf.get('n_inner')}")
+    if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("scale_attn_weights") is False:
+        problems.append("non-standard attention scaling")
+    if hf.get("tie_word_embeddings") is False:
+        problems.append("untied output embedding")
+    if problems:
+        raise CheckpointError(
+            f"{folder} is a GPT-2 variant nanogpt's model does not compute: " + ", ".join(problems)
+        )
+    weights = our_weights(_hf_raw_weights(folder), folder)
+    bias = not _drop_zero_biases(weights)
+    extra = hf.get("nanogpt") if isinstance(hf.get("nanogpt"), dict) else {}
+    model_config = ModelConfig(
+        n_layer=int(hf.get("n_layer", 12)),
+        n_head=int(hf.get("n_head", 12)),
+        n_embd=n_embd,
+        block_size=int(hf.get("n_positions", 1024)),
+        vocab_size=int(weights[WTE].shape[0]),
+        dropout=0.0,
+        bias=bias,
+        activation=activation,  # type: ignore[arg-type]
+    )
+    notes: list[str] = []
+    tokenizer = extra.get("tokenizer")
+    if tokenizer is None and model_config.vocab_size == GPT2_VOCAB:
+        tokenizer = {"kind": "tiktoken", "name": "gpt2"}
+        notes.append("vocabulary of 50257: taken to be GPT-2's BPE")
+    elif tokenizer is None:
+        notes.append("no nanogpt tokenizer recorded: sampling will need one")
+    return Checkpoint(
+        model_config=model_config,
+        tokenizer=tokenizer,
+        state=TrainState(iter_num=int(extra.get("iter_num", 0) or 0)),
+        dataset=extra.get("dataset"),
+        path=folder,
+        format=HF,
+        origin="transformers",
+        files=sorted(p for p in folder.iterdir() if p.is_file()),
+        notes=notes,
+        _weights=weights,
+    )

@@ -1,0 +1,306 @@
+"""The unified format: one ``ckpt.pt`` in the original nanoGPT's layout.
+
+nanoGPT's ``train.py`` saves ``{"model", "optimizer", "model_args", "iter_num",
+"best_val_loss", "config"}`` with ``torch.save``; its ``sample.py`` and
+``train.py --init_from=resume`` read exactly those keys. nanogpt writes the same keys, so the
+file works there, plus one more, ``"nanogpt"``, with what nanoGPT's layout has no room for
+(activation, tokenizer, RNG and loader states, gradient-scaler state, the full config). Only
+plain data goes in it, so the file loads with ``torch.load(weights_only=True)``.
+
+Reading accepts what the original writes: weights under the ``_orig_mod.`` prefix of a
+compiled model, ``best_val_loss`` as a tensor, ``model_args`` without ``bias`` or
+``dropout``, and the character vocabulary in a ``meta.pkl`` (read without unpickling code).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..config import GROUP_TITLES, ModelConfig, option_specs
+from ..errors import CheckpointError
+from .core import UNIFIED, Checkpoint, TrainState, canonical_weights, model_config_from_weights
+from .directory import fsync_dir
+from .safety import load_plain_pickle, load_torch_file
+
+UNIFIED_FILE = "ckpt.pt"  # the name nanoGPT reads from its out_dir
+META_FILE = "meta.pkl"
+FORMAT = "nanogpt-unified"
+FORMAT_VERSION = 1
+NANOGPT_KEYS = ("model", "optimizer", "model_args", "iter_num", "best_val_loss", "config")
+_MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
+# Options that describe the machine or the invocation, not the run: not taken from a
+# foreign config.
+_NOT_INHERITED = {"out_dir", "resume", "eval_only", "device", "dtype", "compile"}
+
+
+def unified_file(path: str | Path) -> Path:
+    """Where a unified checkpoint for ``path`` lives: the ``.pt`` file itself, or
+    ``ckpt.pt`` inside the directory ``path``."""
+    p = Path(path).expanduser()
+    return p if p.suffix in (".pt", ".pth") else p / UNIFIED_FILE
+
+
+def write_unified(path: str | Path, ckpt: Checkpoint) -> list[Path]:
+    """Write ``ckpt`` as one ``ckpt.pt`` (plus ``meta.pkl`` for a character vocabulary).
+
+    The file is written under a temporary name in the same directory, flushed, and renamed
+    over the old one, so an interrupted save leaves the previous file intact.
+    """
+    target = unified_file(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cfg, state = ckpt.model_config, ckpt.state
+    optimizer = ckpt.optimizer_state()
+    payload = {
+        "model": ckpt.weights(),  # the tied pair shares one tensor: stored once
+        "optimizer": optimizer["optimizer"],
+        "model_args": {name: getattr(cfg, name) for name in _MODEL_ARGS},
+        "iter_num": state.iter_num,
+        "best_val_loss": state.best_val_loss,
+        "config": _nanogpt_config(ckpt),
+        "nanogpt": {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "nanogpt_version": __version__,
+            "model": asdict(cfg),
+            "tokenizer": ckpt.tokenizer,
+            "dataset": ckpt.dataset,
+            "tokens_seen": state.tokens_seen,
+            "rng": state.rng,
+            "scaler": optimizer.get("scaler") or {},
+            "config": ckpt.config,
+        },
+    }
+    written = [target]
+    try:
+        _atomic_write(target, lambda tmp: torch.save(payload, tmp))
+        meta = char_meta(ckpt.tokenizer)
+        if meta is not None:
+            meta_path = target.parent / META_FILE
+            _atomic_write(meta_path, lambda tmp: tmp.write_bytes(pickle.dumps(meta)))
+            written.append(meta_path)
+    except (OSError, RuntimeError) as e:
+        raise CheckpointError(
+            f"could not save {target}: {e}; the previous checkpoint is intact"
+        ) from None
+    return written
+
+
+def _atomic_write(target: Path, write: Any) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(target.parent)
+
+
+def char_meta(tokenizer: dict[str, Any] | None) -> dict[str, Any] | None:
+    """nanoGPT's ``meta.pkl`` contents for a character tokenizer, else None."""
+    if not tokenizer or tokenizer.get("kind") != "char":
+        return None
+    chars = list(tokenizer["chars"])
+    return {
+        "vocab_size": len(chars),
+        "itos": dict(enumerate(chars)),
+        "stoi": {ch: i for i, ch in enumerate(chars)},
+    }
+
+
+def _nanogpt_config(ckpt: Checkpoint) -> dict[str, Any]:
+    """The flat ``config`` dict nanoGPT keeps: option names are the same as nanoGPT's.
+
+    The dataset is spelled as nanoGPT's data folder (``shakespeare_char``), where its
+    ``sample.py`` looks for ``meta.pkl``.
+    """
+    flat: dict[str, Any] = {}
+    for group in (ckpt.config or {}).values():
+        if isinstance(group, dict):
+            flat.update(group)
+    dataset = ckpt.dataset or flat.get("dataset")
+    if dataset:
+        flat["dataset"] = nanogpt_dataset_name(dataset)
+    else:
+        flat.pop("dataset", None)
+    return flat
+
+
+def nanogpt_dataset_name(name: str) -> str:
+    return name.replace("-", "_") if "/" not in name and os.sep not in name else name
+
+
+def _our_dataset_name(name: str) -> str:
+    return name.replace("_", "-") if "/" not in name and os.sep not in name else name
+
+
+def _nested_config(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A foreign flat config as ``TrainConfig.to_dict()`` groups, known options only."""
+    nested: dict[str, dict[str, Any]] = {group: {} for group in GROUP_TITLES}
+    for spec in option_specs():
+        if spec.name in flat and spec.name not in _NOT_INHERITED:
+            value = flat[spec.name]
+            if isinstance(value, torch.Tensor):
+                value = value.item()
+            nested[spec.group][spec.name] = value
+    if "dataset" in nested["data"]:
+        nested["data"]["dataset"] = _our_dataset_name(str(nested["data"]["dataset"]))
+    return nested
+
+
+def read_unified(path: Path, meta: str | Path | None = None) -> Checkpoint:
+    """Read a unified ``ckpt.pt``, written by nanogpt or by the original nanoGPT."""
+    payload = load_torch_file(path, mmap=True)
+    if not isinstance(payload, dict) or "model" not in payload:
+        keys = ", ".join(sorted(map(str, payload))[:6]) if isinstance(payload, dict) else ""
+        raise CheckpointError(
+            f"{path} is not a nanoGPT checkpoint (expected the keys {', '.join(NANOGPT_KEYS)}"
+            + (f"; found {keys}" if keys else "")
+            + ")"
+        )
+    weights = canonical_weights(payload["model"], path)
+    ours = payload.get("nanogpt")
+    notes: list[str] = []
+    if isinstance(ours, dict) and ours.get("format") == FORMAT:
+        known = {f.name for f in fields(ModelConfig)}
+        model_config = ModelConfig(**{k: v for k, v in ours["model"].items() if k in known})
+        tokenizer = ours.get("tokenizer")
+        dataset = ours.get("dataset")
+        config = ours.get("config")
+        origin = "nanogpt"
+        extra = ours
+    else:
+        model_config = _model_config_from_args(payload, weights, path)
+        config = _nested_config(payload.get("config") or {})
+        dataset = config["data"].get("dataset")
+        tokenizer = None
+        origin = "nanoGPT"
+        extra = {}
+    if meta is not None or tokenizer is None:
+        tokenizer = _find_tokenizer(path, payload.get("config") or {}, meta, model_config, notes)
+    state = TrainState(
+        iter_num=int(_plain(payload.get("iter_num", 0))),
+        best_val_loss=_best_loss(payload.get("best_val_loss")),
+        tokens_seen=int(extra.get("tokens_seen", 0)),
+        rng=extra.get("rng") or {},
+    )
+    files = [path]
+    if (path.parent / META_FILE).is_file() and tokenizer and tokenizer.get("kind") == "char":
+        files.append(path.parent / META_FILE)
+    optimizer = payload.get("optimizer")
+    return Checkpoint(
+        model_config=model_config,
+        tokenizer=tokenizer,
+        state=state,
+        dataset=dataset,
+        config=config,
+        path=path,
+        format=UNIFIED,
+        origin=origin,
+        files=files,
+        notes=notes,
+        _weights=weights,
+        _optimizer={"optimizer": optimizer, "scaler": extra.get("scaler") or {}}
+        if isinstance(optimizer, dict)
+        else None,
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, torch.Tensor) else value
+
+
+def _best_loss(value: Any) -> float:
+    value = _plain(value)
+    if value is None:
+        return math.inf
+    value = float(value)
+    # nanoGPT starts from 1e9 ("no evaluation yet").
+    return math.inf if value >= 1e9 else value
+
+
+def _model_config_from_args(
+    payload: dict[str, Any], weights: dict[str, torch.Tensor], path: Path
+) -> ModelConfig:
+    args = payload.get("model_args")
+    if not isinstance(args, dict) or "n_head" not in args:
+        raise CheckpointError(f"{path} has no model_args with n_head; it is not a nanoGPT ckpt.pt")
+    # Shapes come from the weights; nanoGPT's model uses the exact GELU.
+    cfg = model_config_from_weights(
+        weights, n_head=int(args["n_head"]), dropout=float(args.get("dropout", 0.0) or 0.0)
+    )
+    cfg.activation = "gelu"
+    if "bias" in args and bool(args["bias"]) != cfg.bias:
+        raise CheckpointError(
+            f"{path}: model_args says bias={args['bias']} but the weights "
+            f"{'have' if cfg.bias else 'have no'} biases"
+        )
+    return cfg
+
+
+def _find_tokenizer(
+    path: Path,
+    config: dict[str, Any],
+    meta: str | Path | None,
+    model_config: ModelConfig,
+    notes: list[str],
+) -> dict[str, Any] | None:
+    """The tokenizer of a nanoGPT checkpoint: the vocabulary its ``meta.pkl`` holds.
+
+    Looked for, in order: ``meta`` as given, ``meta.pkl`` beside the checkpoint, and
+    ``data/<dataset>/meta.pkl`` under the current directory (where nanoGPT's ``sample.py``
+    looks). Without one, a model with GPT-2's vocabulary is taken to use GPT-2's BPE, as
+    nanoGPT's ``sample.py`` does.
+    """
+    candidates: list[Path] = []
+    if meta is not None:
+        explicit = Path(meta).expanduser()
+        if not explicit.is_file():
+            raise CheckpointError(f"--meta {explicit} does not exist")
+        candidates.append(explicit)
+    candidates.append(path.parent / META_FILE)
+    dataset = config.get("dataset")
+    if isinstance(dataset, str) and dataset:
+        candidates.append(Path("data") / dataset / META_FILE)
+    for candidate in candidates:
+        if candidate.is_file():
+            tokenizer = tokenizer_from_meta(load_plain_pickle(candidate), candidate)
+            if len(tokenizer["chars"]) > (model_config.vocab_size or 0):
+                raise CheckpointError(
+                    f"{candidate} has {len(tokenizer['chars'])} characters but the model "
+                    f"only {model_config.vocab_size} tokens; it belongs to another model"
+                )
+            if meta is None:
+                notes.append(f"character vocabulary from {candidate}")
+            return tokenizer
+    if (model_config.vocab_size or 0) >= 50257:
+        notes.append("no meta.pkl found: assuming GPT-2's BPE, as nanoGPT's sample.py does")
+        return {"kind": "tiktoken", "name": "gpt2"}
+    notes.append(f"no meta.pkl found beside {path} or in data/{dataset or '<dataset>'}/")
+    return None
+
+
+def tokenizer_from_meta(meta: Any, source: Path) -> dict[str, Any]:
+    """Our character-tokenizer description from nanoGPT's ``meta.pkl`` dict."""
+    itos = meta.get("itos") if isinstance(meta, dict) else None
+    if not isinstance(itos, dict) or not itos:
+        raise CheckpointError(f"{source} has no 'itos' vocabulary; is it nanoGPT's meta.pkl?")
+    size = len(itos)
+    if sorted(itos) != list(range(size)):
+        raise CheckpointError(f"{source}: 'itos' does not map 0..{size - 1} to characters")
+    chars = [itos[i] for i in range(size)]
+    if not all(isinstance(c, str) and len(c) == 1 for c in chars):
+        raise CheckpointError(
+            f"{source}: 'itos' maps ids to strings longer than one character; only character "
+            "vocabularies are read from a meta.pkl"
+        )
+    return {"kind": "char", "chars": "".join(chars)}
