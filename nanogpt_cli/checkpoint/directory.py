@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -51,12 +53,20 @@ def write_directory(
     as it was; a crash during the renames is finished on the next load (see ``recover``).
     ``dtype`` converts floating-point weights (model-only exports).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    recover(out)
+    with locked(out):
+        recover(out)
+        return _write_directory(out, ckpt, model_only, dtype)
+
+
+def _write_directory(
+    out: Path, ckpt: Checkpoint, model_only: bool, dtype: torch.dtype | None
+) -> list[Path]:
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
     state = ckpt.state
     stamp = str(state.iter_num)
     with_optimizer = not model_only
@@ -104,6 +114,31 @@ def write_directory(
     if not with_optimizer:
         (out / OPTIMIZER_FILE).unlink(missing_ok=True)
     return [out / name for name in _FILES if (out / name).is_file()]
+
+
+@contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``folder`` while a save or a read-and-recover runs.
+
+    Without it, a reader (``nanogpt sample`` during training) could tidy away the temporary
+    files of a save in progress. POSIX ``flock`` on the directory itself, so no lock file is
+    left behind; elsewhere, or where the directory cannot be opened, no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _tmp(out: Path, name: str) -> Path:
@@ -158,8 +193,13 @@ def has_directory_checkpoint(path: Path) -> bool:
 
 def read_directory(root: Path) -> Checkpoint:
     """Read a separated or model-only checkpoint directory and check its files agree."""
-    if os.access(root, os.W_OK):
-        recover(root)
+    with locked(root):
+        if os.access(root, os.W_OK):
+            recover(root)
+        return _read_directory(root)
+
+
+def _read_directory(root: Path) -> Checkpoint:
     meta_path = root / CONFIG_FILE
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -198,7 +238,7 @@ def read_directory(root: Path) -> Checkpoint:
         path=root,
         format=SEPARATED if with_optimizer else MODEL_ONLY,
         files=files,
-        _weights=lambda: _read_weights(model_path),
+        _weights=lambda: _read_weights(model_path, state.iter_num),
         _optimizer=(lambda: _read_optimizer(optimizer_path, state.iter_num))
         if with_optimizer
         else None,
@@ -215,14 +255,21 @@ def _model_stamp(path: Path) -> str | None:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _read_weights(path: Path, iter_num: int) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError, safe_open
 
     try:
-        return canonical_weights(load_file(str(path)), path)
+        with safe_open(str(path), framework="pt") as f:
+            stamp = (f.metadata() or {}).get("iter_num")
+            if stamp is not None and stamp != str(iter_num):
+                raise CheckpointError(
+                    f"{path} was replaced by a newer save (iteration {stamp}) while it was "
+                    "being read; read the checkpoint again"
+                )
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+    return canonical_weights(tensors, path)
 
 
 def _read_optimizer(path: Path, iter_num: int) -> dict[str, Any]:

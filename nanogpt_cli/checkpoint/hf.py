@@ -265,15 +265,15 @@ def our_weights(raw: Mapping[str, torch.Tensor], source: Path) -> dict[str, torc
     return canonical_weights(out, source)
 
 
-def _drop_zero_biases(weights: dict[str, torch.Tensor]) -> bool:
-    """Remove the biases if every one of them is zero (a bias-free model exported by
-    nanogpt); returns whether they were removed."""
+def _drop_zero_biases(weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Remove the biases of a bias-free model that nanogpt exported as zeros."""
     biases = [k for k in weights if k.endswith(".bias")]
-    if not biases or any(weights[k].count_nonzero() for k in biases):
-        return False
+    if any(weights[k].count_nonzero() for k in biases):
+        raise CheckpointError(
+            f"{source} says it was exported from a bias-free nanogpt model, but has non-zero biases"
+        )
     for k in biases:
         del weights[k]
-    return True
 
 
 def read_hf(src: str | Path) -> Checkpoint:
@@ -301,8 +301,11 @@ def read_hf(src: str | Path) -> Checkpoint:
             f"{folder} is a GPT-2 variant nanogpt's model does not compute: " + ", ".join(problems)
         )
     weights = our_weights(_hf_raw_weights(folder), folder)
-    bias = not _drop_zero_biases(weights)
     extra = hf.get("nanogpt") if isinstance(hf.get("nanogpt"), dict) else {}
+    # Hugging Face's GPT-2 always has biases; a model nanogpt exported without them says so.
+    bias = (extra.get("model") or {}).get("bias", True) is not False
+    if not bias:
+        _drop_zero_biases(weights, folder)
     model_config = ModelConfig(
         n_layer=int(hf.get("n_layer", 12)),
         n_head=int(hf.get("n_head", 12)),

@@ -27,7 +27,7 @@ from .. import __version__
 from ..config import GROUP_TITLES, ModelConfig, option_specs
 from ..errors import CheckpointError
 from .core import UNIFIED, Checkpoint, TrainState, canonical_weights, model_config_from_weights
-from .directory import fsync_dir
+from .directory import fsync_dir, locked
 from .safety import load_plain_pickle, load_torch_file
 
 UNIFIED_FILE = "ckpt.pt"  # the name nanoGPT reads from its out_dir
@@ -80,12 +80,13 @@ def write_unified(path: str | Path, ckpt: Checkpoint) -> list[Path]:
     }
     written = [target]
     try:
-        _atomic_write(target, lambda tmp: torch.save(payload, tmp))
-        meta = char_meta(ckpt.tokenizer)
-        if meta is not None:
-            meta_path = target.parent / META_FILE
-            _atomic_write(meta_path, lambda tmp: tmp.write_bytes(pickle.dumps(meta)))
-            written.append(meta_path)
+        with locked(target.parent):
+            _atomic_write(target, lambda tmp: torch.save(payload, tmp))
+            meta = char_meta(ckpt.tokenizer)
+            if meta is not None:
+                meta_path = target.parent / META_FILE
+                _atomic_write(meta_path, lambda tmp: tmp.write_bytes(pickle.dumps(meta)))
+                written.append(meta_path)
     except (OSError, RuntimeError) as e:
         raise CheckpointError(
             f"could not save {target}: {e}; the previous checkpoint is intact"
@@ -159,7 +160,13 @@ def _nested_config(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def read_unified(path: Path, meta: str | Path | None = None) -> Checkpoint:
     """Read a unified ``ckpt.pt``, written by nanogpt or by the original nanoGPT."""
-    payload = load_torch_file(path, mmap=True)
+    with locked(path.parent):
+        # What a save killed mid-write left: the previous file is intact beside it.
+        stale = path.with_name(path.name + ".tmp")
+        if stale.exists() and os.access(path.parent, os.W_OK):
+            stale.unlink(missing_ok=True)
+        # Memory-mapped: the tensors stay readable even if a new save replaces the file.
+        payload = load_torch_file(path, mmap=True)
     if not isinstance(payload, dict) or "model" not in payload:
         keys = ", ".join(sorted(map(str, payload))[:6]) if isinstance(payload, dict) else ""
         raise CheckpointError(
