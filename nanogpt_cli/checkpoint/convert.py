@@ -135,7 +135,9 @@ def verify_conversion(source: Checkpoint, target: Path, to: str) -> float:
         expected, _ = model_from_checkpoint(source)(idx)
         if to == HF:
             from transformers import GPT2LMHeadModel
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.disable_progress_bar()  # our own report says what was compared
             hf_model = GPT2LMHeadModel.from_pretrained(target, dtype=torch.float32).eval()
             got = hf_model(idx).logits
         else:

@@ -273,7 +273,7 @@ def _read_weights(path: Path, iter_num: int) -> dict[str, torch.Tensor]:
 
 
 def _read_optimizer(path: Path, iter_num: int) -> dict[str, Any]:
-    state = load_torch_file(path)
+    state = load_torch_file(path, mmap=True)
     if not isinstance(state, dict) or state.get("iter_num") != iter_num:
         found = state.get("iter_num") if isinstance(state, dict) else None
         raise CheckpointError(

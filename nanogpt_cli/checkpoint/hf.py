@@ -188,8 +188,12 @@ def _write_tokenizer(folder: Path, tokenizer: dict[str, Any] | None) -> list[str
             ]
         from transformers import GPT2TokenizerFast
 
+        # GPT-2's encoder.json and vocab.bpe are Hugging Face's vocab.json and merges.txt;
+        # loading them back from the folder writes the rest (tokenizer.json, its config).
         encoder, merges = files
-        GPT2TokenizerFast(vocab_file=str(encoder), merges_file=str(merges)).save_pretrained(folder)
+        shutil.copyfile(encoder, folder / "vocab.json")
+        shutil.copyfile(merges, folder / "merges.txt")
+        GPT2TokenizerFast.from_pretrained(folder).save_pretrained(folder)
         return []
     return [f"tokenizer kind {tokenizer.get('kind')!r} has no Hugging Face form; none written"]
 
