@@ -360,6 +360,10 @@ def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=97, n_positions=32)
     model = GPT2LMHeadModel(config)
+    with torch.no_grad():  # transformers initialises biases to zero: make them count
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0.0, 0.02)
     folder = tmp_path_factory.mktemp("hf") / "gpt2-tiny"
     model.save_pretrained(folder)
     return folder
