@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import TINY, make_text
+from nanogpt_reference import NanoGPTReference
 
 from nanogpt_cli.checkpoint import (
     CONFIG_FILE,
@@ -27,7 +28,7 @@ from nanogpt_cli.data.prepare import prepare_shakespeare_char
 from nanogpt_cli.errors import CheckpointError, ConfigError
 from nanogpt_cli.model import GPT
 from nanogpt_cli.sample import Sampler, generate
-from nanogpt_cli.train import train
+from nanogpt_cli.train import resolve_config, train
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +197,56 @@ def test_conversion_refuses_to_overwrite_and_to_mix_up_formats(
         convert_checkpoint(tmp_path / "mo", tmp_path / "u", "unified")
 
 
+def test_conversion_never_overwrites_or_deletes_its_source(
+    unified: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    convert_checkpoint(unified, src, "separated")
+    before = read_checkpoint(src).weights()
+    with pytest.raises(CheckpointError, match="is the source checkpoint"):
+        convert_checkpoint(src, src, "model-only", force=True)
+    with pytest.raises(CheckpointError, match="holds the source checkpoint"):
+        convert_checkpoint(src / CONFIG_FILE, tmp_path, "huggingface", force=True)
+    monkeypatch.chdir(src)
+    with pytest.raises(CheckpointError, match="is the source checkpoint"):
+        convert_checkpoint(".", ".", "huggingface", force=True)
+    assert (src / OPTIMIZER_FILE).is_file()
+    assert_bit_identical(before, read_checkpoint(src).weights())
+
+
+def test_conversion_checks_the_destination_before_writing(
+    unified: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    # a folder whose newest checkpoint is a ckpt.pt still holds a separated one: not replaced
+    both = tmp_path / "both"
+    convert_checkpoint(unified, both, "separated")
+    shutil.copy(unified, both / UNIFIED_FILE)
+    with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+        convert_checkpoint(unified, both, "model-only")
+    assert (both / OPTIMIZER_FILE).is_file()
+    # a destination that is a file
+    (tmp_path / "file").write_text("x")
+    for fmt in ("separated", "model-only", "huggingface"):
+        with pytest.raises(CheckpointError, match="is a file"):
+            convert_checkpoint(unified, tmp_path / "file", fmt)
+    # --force replaces an earlier Hugging Face export, never a folder of other files
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(CheckpointError, match="not a Hugging Face model"):
+        convert_checkpoint(unified, tmp_path / "mine", "huggingface", force=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    convert_checkpoint(unified, tmp_path / "hf", "huggingface")
+    convert_checkpoint(unified, tmp_path / "hf", "huggingface", force=True)
+    assert (tmp_path / "hf" / "config.json").is_file()
+    # ~ means the home directory for every format
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    convert_checkpoint(unified, "~/exported", "model-only")
+    assert (tmp_path / "home" / "exported" / MODEL_FILE).is_file()
+    assert not Path("~").exists()
+
+
 def test_info_describes_a_checkpoint(unified: Path) -> None:
     info = checkpoint_info(unified)
     assert info["format"] == "unified" and info["written by"] == "nanogpt"
@@ -219,12 +270,16 @@ def test_newest_checkpoint_wins_when_a_directory_holds_two(data_root: Path, tmp_
 
 def nanogpt_checkpoint(
     folder: Path, *, bias: bool = False, with_bias_key: bool = True, chars: str = "\n !:ABCab"
-) -> tuple[Path, GPT]:
-    """A ckpt.pt laid out exactly as nanoGPT's train.py writes it, from a compiled model."""
+) -> tuple[Path, NanoGPTReference]:
+    """A ckpt.pt laid out exactly as nanoGPT's train.py writes it, from a compiled model.
+
+    The model is ``NanoGPTReference`` (nanoGPT's computation, written independently of ours),
+    so loading the file into our model and comparing logits checks nanoGPT parity.
+    """
     torch.manual_seed(0)
     args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, bias=bias, vocab_size=len(chars))
+    model = NanoGPTReference(**args)
     args["dropout"] = 0.0
-    model = GPT(ModelConfig(**args, activation="gelu"))  # nanoGPT's nn.GELU() is exact
     # nanoGPT's configure_optimizers: decay for >= 2-D parameters, none for the rest
     params = list(model.parameters())
     groups = [
@@ -232,13 +287,16 @@ def nanogpt_checkpoint(
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99))
-    model(torch.arange(8)[None] % len(chars), torch.arange(8)[None] % len(chars))[1].backward()
+    model(torch.arange(8)[None] % len(chars)).square().mean().backward()
     optimizer.step()
-    if not with_bias_key:  # model_args of older nanoGPT versions
+    state = model.state_dict()
+    if not with_bias_key:  # older nanoGPT: model_args without bias/dropout, mask buffers
         del args["bias"], args["dropout"]
+        for i in range(2):
+            state[f"transformer.h.{i}.attn.bias"] = torch.ones(1, 1, 16, 16).tril()
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = {
-        "model": {f"_orig_mod.{k}": v for k, v in model.state_dict().items()},
+        "model": {f"_orig_mod.{k}": v for k, v in state.items()},
         "optimizer": optimizer.state_dict(),
         "model_args": args,
         "iter_num": 250,
@@ -267,13 +325,13 @@ def test_original_nanogpt_checkpoint_loads_samples_and_converts(
     assert ckpt.tokenizer == {"kind": "char", "chars": "\n !:ABCab"}
     idx = torch.tensor([[1, 4, 5, 3, 2, 0, 6]])
     with torch.no_grad():
-        torch.testing.assert_close(model_from_checkpoint(ckpt)(idx)[0], original(idx)[0])
+        reference = original(idx)
+        assert reference.abs().max() > 0.1  # logits that tell models apart
+        torch.testing.assert_close(model_from_checkpoint(ckpt)(idx)[0], reference)
 
     sampler = Sampler.from_checkpoint(path, device="cpu")
-    ours = list(sampler.stream("AB", 20, temperature=0))
-    with torch.no_grad():
-        reference = list(generate(original, torch.tensor([[4, 5]]), 20, temperature=0))
-    assert [t.tolist() for t in ours] == [t.tolist() for t in reference]
+    ours = [int(t) for t in sampler.stream("AB", 12, temperature=0)]
+    assert ours == original.greedy(torch.tensor([[4, 5]]), 12)
 
     convert_checkpoint(path, tmp_path / "sep", "separated", source_format="unified", verify=True)
     converted = read_checkpoint(tmp_path / "sep")
@@ -285,9 +343,13 @@ def test_original_nanogpt_checkpoint_loads_samples_and_converts(
 def test_original_checkpoint_resumes_training(data_root: Path, tmp_path: Path) -> None:
     chars = read_checkpoint_chars(data_root)
     nanogpt_checkpoint(tmp_path / "out", chars=chars)
-    result = run(data_root, tmp_path / "out", max_iters=255, resume=True, eval_interval=5)
+    options = {**TINY, "data_dir": str(data_root), "out_dir": str(tmp_path / "out")}
+    options.update(max_iters=255, resume=True, eval_interval=5)
+    result = train(resolve_config(None, None, options))  # what `nanogpt train --resume` runs
     assert result.iter_num == 255
-    assert read_checkpoint(tmp_path / "out").state.iter_num == 255
+    # the run goes on writing nanoGPT's ckpt.pt, with no checkpoint of another format beside it
+    assert read_checkpoint(tmp_path / "out" / UNIFIED_FILE).state.iter_num == 255
+    assert not (tmp_path / "out" / CONFIG_FILE).exists()
 
 
 def read_checkpoint_chars(data_root: Path) -> str:
@@ -348,6 +410,19 @@ def test_malicious_meta_pkl_is_refused_without_running_it(tmp_path: Path) -> Non
     (tmp_path / "out" / "meta.pkl").write_bytes(pickle.dumps({"itos": {0: b"x"}}))
     with pytest.raises(CheckpointError, match="holds a bytes"):
         read_checkpoint(path)
+    looped: dict[str, Any] = {}
+    looped["itos"] = looped  # a container that holds itself
+    (tmp_path / "out" / "meta.pkl").write_bytes(pickle.dumps(looped))
+    with pytest.raises(CheckpointError, match="not a plain-data pickle"):
+        read_checkpoint(path)
+
+
+def test_reading_a_unified_checkpoint_removes_what_a_killed_save_left(tmp_path: Path) -> None:
+    path, _ = nanogpt_checkpoint(tmp_path / "out")
+    for name in ("ckpt.pt.tmp", "meta.pkl.tmp"):
+        (tmp_path / "out" / name).write_bytes(b"half a file")
+    assert read_checkpoint(path).tokenizer is not None
+    assert not list((tmp_path / "out").glob("*.tmp"))
 
 
 # -- Hugging Face ------------------------------------------------------------------------------
@@ -387,6 +462,26 @@ def test_from_hf_matches_transformers(hf_folder: Path, tmp_path: Path) -> None:
     assert (ours - hf_logits(hf_folder, idx)).abs().max() < 1e-4
 
 
+def test_from_hf_verify_runs_transformers_on_the_source(
+    hf_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import GPT2LMHeadModel
+
+    loaded: list[Path] = []
+    original = GPT2LMHeadModel.from_pretrained
+
+    def spy(folder: Any, *args: Any, **kwargs: Any) -> Any:
+        loaded.append(Path(folder))
+        return original(folder, *args, **kwargs)
+
+    monkeypatch.setattr(GPT2LMHeadModel, "from_pretrained", spy)
+    result = convert_checkpoint(
+        hf_folder, tmp_path / "ours", "model-only", source_format="huggingface", verify=True
+    )
+    assert loaded == [hf_folder]  # the expected logits are transformers' own
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
+
+
 def test_to_hf_matches_ours_and_round_trips(hf_folder: Path, tmp_path: Path) -> None:
     from transformers import GPT2LMHeadModel
 
@@ -413,9 +508,7 @@ def test_to_hf_matches_ours_and_round_trips(hf_folder: Path, tmp_path: Path) -> 
     assert_bit_identical(ours.weights(), read_checkpoint(tmp_path / "back").weights())
 
 
-def test_bias_free_char_model_to_hf_and_back(
-    unified: Path, data_root: Path, tmp_path: Path
-) -> None:
+def test_bias_free_char_model_to_hf_and_back(data_root: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
     run(data_root, tmp_path / "nobias", max_iters=5)  # bias=False, exact GELU
@@ -501,7 +594,8 @@ def test_convert_cli_and_alias(
 def test_sample_cli_reads_a_nanogpt_checkpoint_with_meta(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path, _ = nanogpt_checkpoint(tmp_path / "out")
+    chars = "\n !:ABCab"
+    path, original = nanogpt_checkpoint(tmp_path / "out", chars=chars)
     meta = tmp_path / "elsewhere.pkl"
     (tmp_path / "out" / "meta.pkl").rename(meta)
     args = ["sample", "--checkpoint", str(path), "--meta", str(meta), "--start", "AB"]
@@ -510,7 +604,8 @@ def test_sample_cli_reads_a_nanogpt_checkpoint_with_meta(
     except SystemExit as e:
         assert not e.code
     out = capsys.readouterr().out
-    assert out.startswith("AB") and len(out.rstrip("\n")) >= 2
+    expected = "".join(chars[i] for i in original.greedy(torch.tensor([[4, 5]]), 10))
+    assert out.startswith("AB" + expected)
     assert math.isfinite(read_checkpoint(path, meta=meta).state.best_val_loss)
 
 

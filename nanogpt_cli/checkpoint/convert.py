@@ -23,8 +23,9 @@ from .core import (
     load_weights,
     weights_dtype,
 )
-from .formats import checkpoint_target, locate, read_checkpoint, save_checkpoint
-from .hf import export_vocab_size, read_hf, write_hf
+from .directory import has_directory_checkpoint
+from .formats import checkpoint_target, read_checkpoint, save_checkpoint
+from .hf import export_vocab_size, is_hf_folder, read_hf, write_hf
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 VERIFY_BATCH, VERIFY_TOKENS, VERIFY_SEED = 2, 64, 1234
@@ -87,18 +88,14 @@ def convert_checkpoint(
             f"{src} is a {source.format} checkpoint without optimizer state; a {to} "
             "checkpoint needs one (use to-model-only or to-hf for inference exports)"
         )
-    target = Path(dst).expanduser() if to == HF else checkpoint_target(dst, to)
-    if source.path is not None and target.resolve() == source.path.resolve():
-        raise CheckpointError(f"{dst} is the source checkpoint itself; choose another destination")
-    if to != HF and not force:
-        _refuse_overwrite(target, to)
+    target = (Path(dst).expanduser() if to == HF else checkpoint_target(dst, to)).resolve()
+    _check_target(source, target, to, force)
     notes = list(source.notes)
     if to == HF:
         notes += write_hf(target, source, overwrite=force)
         files = sorted(p for p in target.iterdir() if p.is_file())
     else:
-        files = save_checkpoint(source, dst, to, dtype=DTYPES[dtype] if dtype else None)
-        target = files[0].parent if to != UNIFIED else files[0]
+        files = save_checkpoint(source, target, to, dtype=DTYPES[dtype] if dtype else None)
     result = Conversion(source=source, dst=target, format=to, files=files, notes=notes)
     if verify:
         result.max_abs_diff = verify_conversion(source, target, to)
@@ -110,19 +107,40 @@ def _suggest(found: str | None, to: str) -> str:
         return "use unified-to-separated" if to == SEPARATED else "use to-model-only or to-hf"
     if found == HF:
         return "use from-hf"
+    if found == MODEL_ONLY:
+        return "it has no optimizer state to convert; use to-model-only or to-hf"
     return "use separated-to-unified, to-model-only or to-hf"
 
 
-def _refuse_overwrite(target: Path, to: str) -> None:
-    try:
-        kind, where = locate(target)
-    except CheckpointError:
-        return
-    if to == UNIFIED and kind != UNIFIED:
-        return  # a directory checkpoint beside a new ckpt.pt: nothing is overwritten
-    if to != UNIFIED and kind == UNIFIED:
-        return
-    raise CheckpointError(f"{where} already holds a checkpoint; pass --force to replace it")
+def _check_target(source: Checkpoint, target: Path, to: str, force: bool) -> None:
+    """Refuse a destination that is the source, would delete it, or holds a checkpoint
+    (without ``force``), before anything is written."""
+    src = source.path.resolve() if source.path is not None else None
+    if src is not None and (target == src or (to == HF and target in src.parents)):
+        raise CheckpointError(
+            f"{target} {'is' if target == src else 'holds'} the source checkpoint; "
+            "choose another destination"
+        )
+    if to == UNIFIED:
+        if target.is_dir():
+            raise CheckpointError(f"{target} is a folder; name a .pt file or a folder without one")
+        occupied = target.exists()
+    else:
+        if target.exists() and not target.is_dir():
+            raise CheckpointError(f"{target} is a file; the destination must be a folder")
+        occupied = has_directory_checkpoint(target) if to != HF else _non_empty(target)
+    if to == HF and occupied and force and not is_hf_folder(target):
+        raise CheckpointError(
+            f"{target} holds files that are not a Hugging Face model; --force only replaces an "
+            "earlier export. Choose a new or empty folder"
+        )
+    if occupied and not force:
+        what = "is not empty" if to == HF else "already holds a checkpoint"
+        raise CheckpointError(f"{target} {what}; pass --force to replace it")
+
+
+def _non_empty(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
 
 
 def verify_conversion(source: Checkpoint, target: Path, to: str) -> float:
@@ -132,17 +150,26 @@ def verify_conversion(source: Checkpoint, target: Path, to: str) -> float:
     generator = torch.Generator().manual_seed(VERIFY_SEED)
     idx = torch.randint(0, vocab, (VERIFY_BATCH, min(block, VERIFY_TOKENS)), generator=generator)
     with torch.no_grad():
-        expected, _ = model_from_checkpoint(source)(idx)
+        # Each side is computed by the code that owns its format: transformers for a
+        # Hugging Face folder, nanogpt's model for everything else.
+        if source.format == HF and source.path is not None:
+            expected = _hf_logits(source.path, idx)
+        else:
+            expected, _ = model_from_checkpoint(source)(idx)
         if to == HF:
-            from transformers import GPT2LMHeadModel
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()  # our own report says what was compared
-            hf_model = GPT2LMHeadModel.from_pretrained(target, dtype=torch.float32).eval()
-            got = hf_model(idx).logits
+            got = _hf_logits(target, idx)
         else:
             got, _ = model_from_checkpoint(read_checkpoint(target))(idx)
     return (expected[..., :vocab].float() - got[..., :vocab].float()).abs().max().item()
+
+
+def _hf_logits(folder: Path, idx: torch.Tensor) -> torch.Tensor:
+    from transformers import GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own report says what was compared
+    model = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32).eval()
+    return model(idx).logits
 
 
 def checkpoint_info(path: str | Path, meta: str | Path | None = None) -> dict[str, Any]:

@@ -84,9 +84,15 @@ class Checkpoint:
     def optimizer_state(self) -> dict[str, Any]:
         """``{"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}``."""
         if self._optimizer is None:
+            why = (
+                "a model-only checkpoint is for inference"
+                if self.format in (MODEL_ONLY, HF)
+                else "it was saved without one"
+            )
             raise CheckpointError(
-                f"checkpoint {self.path} ({self.format}) has no optimizer state, so training "
-                "cannot resume from it; resume from a separated or unified checkpoint"
+                f"{self.describe()} has no optimizer state ({why}), so training cannot resume "
+                "from it; start a new run from its weights, or resume from a checkpoint saved "
+                "with its optimizer state"
             )
         if callable(self._optimizer):
             self._optimizer = self._optimizer()

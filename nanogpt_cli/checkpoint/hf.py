@@ -147,6 +147,10 @@ def write_hf(dst: str | Path, ckpt: Checkpoint, *, overwrite: bool = False) -> l
         hf_config.save_pretrained(tmp)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         notes += _write_tokenizer(tmp, ckpt.tokenizer)
+        for written in tmp.iterdir():  # on disk before the folder is renamed into place
+            with open(written, "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(tmp)
         _replace_dir(tmp, dst, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -49,7 +49,14 @@ def load_plain_pickle(path: str | Path) -> Any:
     try:
         value = _PlainUnpickler(io.BytesIO(data)).load()
         _check_plain(value)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        RecursionError,
+    ) as e:  # RecursionError: a container that holds itself
         raise CheckpointError(
             f"refusing to load {path}: it is not a plain-data pickle ({e}); only dicts, "
             "lists, strings and ints are read from a meta.pkl"

@@ -162,9 +162,9 @@ def read_unified(path: Path, meta: str | Path | None = None) -> Checkpoint:
     """Read a unified ``ckpt.pt``, written by nanogpt or by the original nanoGPT."""
     with locked(path.parent):
         # What a save killed mid-write left: the previous file is intact beside it.
-        stale = path.with_name(path.name + ".tmp")
-        if stale.exists() and os.access(path.parent, os.W_OK):
-            stale.unlink(missing_ok=True)
+        if os.access(path.parent, os.W_OK):
+            for name in (path.name, META_FILE):
+                path.with_name(name + ".tmp").unlink(missing_ok=True)
         # Memory-mapped: the tensors stay readable even if a new save replaces the file.
         payload = load_torch_file(path, mmap=True)
     if not isinstance(payload, dict) or "model" not in payload:

@@ -72,9 +72,14 @@ def resolve_config(
     if not cfg.eval.resume:
         return cfg
     try:
-        saved = read_checkpoint(cfg.eval.out_dir).config
+        ckpt = read_checkpoint(cfg.eval.out_dir)
     except CheckpointError:
         return cfg  # the trainer reports the missing checkpoint
+    saved = dict(ckpt.config or {})
+    if ckpt.format == "unified" and "save_format" not in saved.get("eval", {}):
+        # A run of the original nanoGPT: keep writing its ckpt.pt rather than leave a stale
+        # one beside a newer checkpoint in another format.
+        saved["eval"] = {**saved.get("eval", {}), "save_format": "unified"}
     if not saved:
         return cfg
     resumed = build_config(preset, config_file, overrides, base=saved)
