@@ -31,6 +31,8 @@ class Progress(Protocol):
 
     def update(self, completed: float | None = None, total: float | None = None) -> None: ...
 
+    def describe(self, text: str) -> None: ...
+
 
 class _RichProgress:
     def __init__(self, bar: Any, task: Any) -> None:
@@ -42,12 +44,18 @@ class _RichProgress:
     def update(self, completed: float | None = None, total: float | None = None) -> None:
         self._bar.update(self._task, completed=completed, total=total)
 
+    def describe(self, text: str) -> None:
+        self._bar.update(self._task, description=text)
+
 
 class _Silent:
     def advance(self, amount: float = 1) -> None:
         pass
 
     def update(self, completed: float | None = None, total: float | None = None) -> None:
+        pass
+
+    def describe(self, text: str) -> None:
         pass
 
 

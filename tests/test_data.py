@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import http.server
 import json
 import threading
@@ -35,7 +34,8 @@ def test_prepare_writes_nanogpt_layout(tmp_path: Path, corpus: Path) -> None:
     assert meta["vocab_size"] == tok.vocab_size == len(set(text))
     assert tok.decode(train.tolist()) + tok.decode(val.tolist()) == text
     assert meta["splits"]["train"]["tokens"] == len(train)
-    assert meta["source"]["sha256"] == hashlib.sha256(corpus.read_bytes()).hexdigest()
+    assert meta["source"]["inputs"] == [str(corpus.resolve())]
+    assert meta["splits"]["val"]["bytes"] == len(text[int(n * 0.9) :].encode())
 
 
 def test_prepare_again_is_a_no_op_unless_forced(tmp_path: Path, corpus: Path) -> None:

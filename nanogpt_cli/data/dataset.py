@@ -20,7 +20,11 @@ SPLITS = ("train", "val")
 TOKEN_BYTES = 2  # uint16
 
 # How to prepare each dataset that `nanogpt prepare` knows, for error messages.
-PREPARE_HINTS = {"shakespeare-char": "nanogpt prepare shakespeare-char"}
+PREPARE_HINTS = {
+    "shakespeare-char": "nanogpt prepare shakespeare-char",
+    "shakespeare": "nanogpt prepare shakespeare",
+    "openwebtext": "nanogpt prepare openwebtext",
+}
 
 
 @dataclass

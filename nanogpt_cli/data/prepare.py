@@ -1,60 +1,67 @@
-"""``nanogpt prepare``: turn a corpus into train/val token files."""
+"""``nanogpt prepare``: turn a corpus into ``train.bin`` / ``val.bin`` + ``meta.json``.
+
+Every dataset goes through the same streaming builder (``build.write_dataset``); what
+differs is where the documents come from and how they are split:
+
+- ``shakespeare-char`` / ``shakespeare``: tinyshakespeare, characters or GPT-2 BPE; the
+  first 90% of the text trains and the last 10% validates, as nanoGPT does.
+- ``text``: local text files, directories and JSONL.
+- ``hf`` / ``openwebtext``: Hugging Face datasets (hub, local folder, or files).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
-from dataclasses import dataclass
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 from ..errors import DatasetError
 from ..log import logger
 from ..paths import dataset_dir
-from .dataset import META_FILE, TOKEN_BYTES, write_meta, write_tokens
+from .build import Piece, PrepareResult, existing_dataset, skipped_result, write_dataset
 from .download import download, is_url
-from .tokenizer import CharTokenizer
+from .sources import DEFAULT_GLOB, TextFile, files_fingerprint, find_files
+
+__all__ = [
+    "PrepareResult",
+    "prepare_hf",
+    "prepare_openwebtext",
+    "prepare_shakespeare",
+    "prepare_shakespeare_char",
+    "prepare_text",
+]
 
 TINYSHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-TRAIN_FRACTION = 0.9  # nanoGPT's split: the first 90% trains, the last 10% validates
-FORMAT_VERSION = 1
+SHAKESPEARE_VAL_FRACTION = 0.1  # nanoGPT: the first 90% trains, the last 10% validates
+OPENWEBTEXT_VAL_FRACTION = 0.0005  # nanoGPT's openwebtext/prepare.py
+OPENWEBTEXT_SEED = 2357
+DEFAULT_SEED = 2357
+
+TokenizerName = Literal["gpt2", "char"]
+ValFrom = Literal["auto", "end", "random"]
+GPT2_EOT_TEXT = "<|endoftext|>"
 
 
-@dataclass
-class PrepareResult:
-    """What a prepare step wrote (or found already written)."""
-
-    name: str
-    path: Path
-    vocab_size: int
-    train_tokens: int
-    val_tokens: int
-    seconds: float
-    skipped: bool = False
+def default_num_proc() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
 
 
-def read_text(path: Path) -> tuple[str, str]:
-    """A UTF-8 file's text and its sha256; clear errors for missing, empty or invalid files."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise DatasetError(f"{path} is a directory; pass a text file") from None
-    except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(
-            f"{path} is not valid UTF-8 at byte offset {e.start}; convert it to UTF-8"
-        ) from None
-    if not text:
-        raise DatasetError(f"{path} is empty; there is nothing to train on")
-    return text, hashlib.sha256(raw).hexdigest()
+# -- tinyshakespeare ----------------------------------------------------------------------
+
+
+def _tinyshakespeare(source: str | None) -> Path:
+    if source is None:
+        return download(TINYSHAKESPEARE_URL, "tinyshakespeare.txt", TINYSHAKESPEARE_SHA256)
+    if is_url(source):
+        url_hash = hashlib.sha1(source.encode()).hexdigest()[:12]
+        return download(source, f"tinyshakespeare-{url_hash}.txt")
+    return Path(source).expanduser()
 
 
 def prepare_shakespeare_char(
@@ -65,102 +72,389 @@ def prepare_shakespeare_char(
     ``source`` is a local file or a URL; by default the corpus is downloaded once into the
     user cache.
     """
-    if source is None:
-        path = download(TINYSHAKESPEARE_URL, "tinyshakespeare.txt", TINYSHAKESPEARE_SHA256)
-        location = TINYSHAKESPEARE_URL
-    elif is_url(source):
-        url_hash = hashlib.sha1(source.encode()).hexdigest()[:12]
-        path = download(source, f"tinyshakespeare-{url_hash}.txt")
-        location = source
-    else:
-        path = Path(source).expanduser()
-        location = str(path.resolve())
-    text, sha256 = read_text(path)
-    return prepare_char_text(
-        text, "shakespeare-char", data_dir, {"location": location, "sha256": sha256}, force
+    return prepare_text(
+        [_tinyshakespeare(source)],
+        name="shakespeare-char",
+        tokenizer="char",
+        val_fraction=SHAKESPEARE_VAL_FRACTION,
+        val_from="end",
+        separator="none",
+        data_dir=data_dir,
+        force=force,
     )
 
 
-def prepare_char_text(
-    text: str,
-    name: str,
-    data_dir: str | Path | None,
-    source: dict[str, str],
+def prepare_shakespeare(
+    source: str | None = None,
+    data_dir: str | Path | None = None,
     force: bool = False,
 ) -> PrepareResult:
-    """Character-level tokens of ``text``, split 90/10, written under the dataset's name."""
-    import numpy as np
-
-    start = time.perf_counter()
-    out = dataset_dir(name, data_dir)
-    existing = _already_prepared(out, source["sha256"])
-    if existing is not None and not force:
-        logger.info(f"{name} is already prepared in {out} (use --force to rebuild)")
-        return PrepareResult(
-            name,
-            out,
-            existing["vocab_size"],
-            existing["splits"]["train"]["tokens"],
-            existing["splits"]["val"]["tokens"],
-            0.0,
-            skipped=True,
-        )
-
-    tokenizer = CharTokenizer.from_text(text)
-    if tokenizer.vocab_size > 1 << 16:
-        raise DatasetError(
-            f"{name} has {tokenizer.vocab_size} distinct characters; uint16 tokens hold 65536"
-        )
-    # Map characters to ids with numpy: the text as code points, looked up in the sorted
-    # vocabulary. Python's per-character loop would take seconds on large corpora.
-    codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    vocab = np.array([ord(c) for c in tokenizer.itos], dtype=np.uint32)
-    ids = np.searchsorted(vocab, codepoints).astype(np.uint16)
-    n_train = int(len(ids) * TRAIN_FRACTION)
-    splits = {"train": ids[:n_train], "val": ids[n_train:]}
-    if len(splits["val"]) < 2:
-        raise DatasetError(
-            f"the text for {name} has {len(ids)} characters; too short for a validation split"
-        )
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for split, tokens in splits.items():
-            write_tokens(out / f"{split}.bin", tokens)
-    except OSError as e:
-        raise DatasetError(
-            f"cannot write the dataset to {out}: {e.strerror or e}; choose another --data-dir"
-        ) from None
-    meta = {
-        "format": "nanogpt-dataset",
-        "version": FORMAT_VERSION,
-        "name": name,
-        "tokenizer": tokenizer.to_dict(),
-        "vocab_size": tokenizer.vocab_size,
-        "dtype": "uint16",
-        "splits": {s: {"file": f"{s}.bin", "tokens": len(t)} for s, t in splits.items()},
-        "source": source,
-    }
-    write_meta(out / META_FILE, meta)
-    return PrepareResult(
-        name,
-        out,
-        tokenizer.vocab_size,
-        len(splits["train"]),
-        len(splits["val"]),
-        time.perf_counter() - start,
+    """Tinyshakespeare with GPT-2's BPE, as nanoGPT's ``shakespeare`` dataset."""
+    return prepare_text(
+        [_tinyshakespeare(source)],
+        name="shakespeare",
+        tokenizer="gpt2",
+        val_fraction=SHAKESPEARE_VAL_FRACTION,
+        val_from="end",
+        separator="none",
+        data_dir=data_dir,
+        force=force,
     )
 
 
-def _already_prepared(out: Path, sha256: str) -> dict | None:
-    """The existing metadata if ``out`` holds a complete dataset built from the same source."""
+# -- local files --------------------------------------------------------------------------
+
+
+def prepare_text(
+    paths: Sequence[str | Path],
+    *,
+    name: str | None = None,
+    tokenizer: TokenizerName = "gpt2",
+    val_fraction: float = 0.1,
+    val_from: ValFrom = "auto",
+    separator: str = "auto",
+    glob: str = DEFAULT_GLOB,
+    text_field: str = "text",
+    seed: int = DEFAULT_SEED,
+    num_proc: int = 1,
+    data_dir: str | Path | None = None,
+    force: bool = False,
+) -> PrepareResult:
+    """Text files, directories (searched recursively for ``glob``) and JSONL files.
+
+    Each text file is one document, each JSONL line another (its ``text_field``). The val
+    split is the last ``val_fraction`` of the text (``val_from="end"``, the default for
+    plain text) or a seeded random ``val_fraction`` of the documents (``"random"``, the
+    default when any input is JSONL). ``separator`` follows every document: ``auto`` is
+    ``<|endoftext|>`` for GPT-2's BPE and a blank line for characters; ``none`` or any text.
+    """
+    _check_fraction(val_fraction)
+    files = find_files(paths, glob, text_field)
+    name = name or _name_from(files[0].path.stem if len(paths) == 1 else "corpus")
+    if val_from == "auto":
+        val_from = "random" if any(f.is_jsonl for f in files) else "end"
+    options = {
+        "tokenizer": tokenizer,
+        "val_fraction": val_fraction,
+        "val_from": val_from,
+        "separator": separator,
+        "seed": seed,
+        "text_field": text_field,
+    }
+    out = dataset_dir(name, data_dir)
+    fingerprint = files_fingerprint(files, options)
+    if not force and (meta := existing_dataset(out, fingerprint)) is not None:
+        logger.info(f"{name} is already prepared in {out} from the same inputs (--force rebuilds)")
+        return skipped_result(out, meta)
+
+    chars: str | None = None
+    total_chars = 0
+    if tokenizer == "char" or val_from == "end":  # a first pass: the vocabulary, the length
+        seen: set[str] = set()
+        for text in _all_text(files):
+            total_chars += len(text)
+            if tokenizer == "char":
+                seen.update(text)
+        if total_chars == 0:
+            inputs = ", ".join(str(p) for p in paths)
+            raise DatasetError(f"{inputs} is empty; there is nothing to train on")
+        chars = "".join(sorted(seen)) if tokenizer == "char" else None
+    tok, vocab_size, sep = _tokenizer(tokenizer, separator, chars)
+    if val_from == "end":
+        pieces = _split_at_end(files, int(total_chars * (1 - val_fraction)))
+    else:
+        pieces = _split_random(files, val_fraction, seed)
+    source = {
+        "kind": "files",
+        "inputs": [str(f.path.resolve()) for f in files][:1000],
+        "files": len(files),
+        "options": options,
+        "fingerprint": fingerprint,
+    }
+    return write_dataset(
+        name=name,
+        out=out,
+        pieces=pieces,
+        tokenizer=tok,
+        vocab_size=vocab_size,
+        separator=sep,
+        source=source,
+        num_proc=num_proc,
+        total=sum(f.size() for f in files),
+        total_unit="bytes",
+    )
+
+
+def _all_text(files: Sequence[TextFile]) -> Iterator[str]:
+    for f in files:
+        for doc in f.documents():
+            yield from doc
+
+
+def _split_at_end(files: Sequence[TextFile], cut: int) -> Iterator[Piece]:
+    """Everything before character ``cut`` trains, the rest validates (cut mid-piece)."""
+    pos = 0
+    for f in files:
+        for doc in f.documents():
+            first = {"train": True, "val": True}  # no piece of this document yet
+            previous: str | None = None
+            for text in doc:  # hold one piece back to know which is the document's last
+                if previous is not None:
+                    yield from _cut_piece(previous, pos, cut, False, first)
+                    pos += len(previous)
+                previous = text
+            if previous is not None:
+                yield from _cut_piece(previous, pos, cut, True, first)
+                pos += len(previous)
+
+
+def _cut_piece(text: str, pos: int, cut: int, end: bool, first: dict[str, bool]) -> Iterator[Piece]:
+    parts = (
+        [("train", text, end)]
+        if pos + len(text) <= cut
+        else [("val", text, end)]
+        if pos >= cut
+        else [("train", text[: cut - pos], False), ("val", text[cut - pos :], end)]
+    )
+    for split, part, last in parts:
+        yield Piece(split, part, last, first[split])
+        first[split] = False
+
+
+def _split_random(files: Sequence[TextFile], val_fraction: float, seed: int) -> Iterator[Piece]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for f in files:
+        for doc in f.documents():
+            split = "val" if rng.random() < val_fraction else "train"
+            previous: str | None = None
+            start = True
+            for text in doc:
+                if previous is not None:
+                    yield Piece(split, previous, False, start)
+                    start = False
+                previous = text
+            if previous is not None:
+                yield Piece(split, previous, True, start)
+
+
+# -- Hugging Face datasets ----------------------------------------------------------------
+
+
+def load_hf_dataset(
+    source: str,
+    *,
+    config_name: str | None = None,
+    split: str = "train",
+    data_files: Sequence[str] | None = None,
+    num_proc: int = 1,
+) -> Any:
+    """One split of a Hugging Face dataset: a hub name, a builder such as ``json`` with
+    ``data_files``, a local dataset folder, or a folder written by ``save_to_disk``."""
+    import datasets
+
+    path = Path(source).expanduser()
     try:
-        meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
-        if meta["source"]["sha256"] != sha256:
+        if path.is_dir() and (path / "dataset_dict.json").is_file():
+            return datasets.load_from_disk(str(path))[split]
+        if path.is_dir() and (path / "state.json").is_file():
+            return datasets.load_from_disk(str(path))
+        return datasets.load_dataset(
+            str(path) if path.exists() else source,
+            config_name,
+            split=split,
+            data_files=list(data_files) if data_files else None,
+            num_proc=num_proc if num_proc > 1 else None,
+        )
+    except KeyError:
+        raise DatasetError(f"{source} has no split '{split}'; choose one with --split") from None
+    except Exception as e:  # network, unknown dataset, bad files: one clear line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatasetError(f"cannot load the dataset {source}: {first}") from None
+
+
+def prepare_hf(
+    source: str,
+    *,
+    name: str | None = None,
+    config_name: str | None = None,
+    split: str = "train",
+    val_split: str | None = None,
+    data_files: Sequence[str] | None = None,
+    text_column: str = "text",
+    tokenizer: TokenizerName = "gpt2",
+    val_fraction: float = 0.1,
+    seed: int = DEFAULT_SEED,
+    separator: str = "auto",
+    num_proc: int = 1,
+    data_dir: str | Path | None = None,
+    force: bool = False,
+) -> PrepareResult:
+    """A Hugging Face dataset (hub name, local folder or files via a builder like ``json``).
+
+    The val split is the dataset's own ``val_split`` if given, else a seeded random
+    ``val_fraction`` of the documents of ``split`` (``Dataset.train_test_split``, as
+    nanoGPT's openwebtext recipe does).
+    """
+    _check_fraction(val_fraction)
+    train = load_hf_dataset(
+        source, config_name=config_name, split=split, data_files=data_files, num_proc=num_proc
+    )
+    if text_column not in train.column_names:
+        raise DatasetError(
+            f"{source} has no column '{text_column}' (it has: {', '.join(train.column_names)}); "
+            "choose one with --text-column"
+        )
+    if val_split is not None:
+        val = load_hf_dataset(
+            source,
+            config_name=config_name,
+            split=val_split,
+            data_files=data_files,
+            num_proc=num_proc,
+        )
+    else:
+        if len(train) < 2:
+            raise DatasetError(f"{source} has {len(train)} document(s); too few to split")
+        parts = train.train_test_split(test_size=val_fraction, seed=seed, shuffle=True)
+        train, val = parts["train"], parts["test"]
+    name = name or _name_from(Path(source).name if Path(source).exists() else source)
+    options = {
+        "source": source,
+        "config_name": config_name,
+        "split": split,
+        "val_split": val_split,
+        "data_files": list(data_files or []),
+        "text_column": text_column,
+        "tokenizer": tokenizer,
+        "val_fraction": val_fraction if val_split is None else None,
+        "seed": seed,
+        "separator": separator,
+    }
+    fingerprint = _hf_fingerprint((train, val), options)
+    out = dataset_dir(name, data_dir)
+    if fingerprint and not force and (meta := existing_dataset(out, fingerprint)) is not None:
+        logger.info(f"{name} is already prepared in {out} from the same inputs (--force rebuilds)")
+        return skipped_result(out, meta)
+    chars = None
+    if tokenizer == "char":
+        seen: set[str] = set()
+        for ds in (train, val):
+            for batch in ds.iter(batch_size=1000):
+                for text in batch[text_column]:
+                    seen.update(text)
+        chars = "".join(sorted(seen))
+    tok, vocab_size, sep = _tokenizer(tokenizer, separator, chars)
+    return write_dataset(
+        name=name,
+        out=out,
+        pieces=_hf_pieces({"train": train, "val": val}, text_column),
+        tokenizer=tok,
+        vocab_size=vocab_size,
+        separator=sep,
+        source={
+            "kind": "huggingface",
+            "inputs": [source, *(data_files or [])][:1000],
+            "options": options,
+            "fingerprint": fingerprint,
+        },
+        num_proc=num_proc,
+        total=len(train) + len(val),
+        total_unit="docs",
+    )
+
+
+def prepare_openwebtext(
+    source: str = "openwebtext",
+    *,
+    num_proc: int = 1,
+    data_dir: str | Path | None = None,
+    force: bool = False,
+) -> PrepareResult:
+    """OpenWebText as nanoGPT's openwebtext/prepare.py makes it: a 0.0005 val split with
+    seed 2357, GPT-2's BPE, ``<|endoftext|>`` after every document."""
+    return prepare_hf(
+        source,
+        name="openwebtext",
+        tokenizer="gpt2",
+        val_fraction=OPENWEBTEXT_VAL_FRACTION,
+        seed=OPENWEBTEXT_SEED,
+        separator="auto",
+        num_proc=num_proc,
+        data_dir=data_dir,
+        force=force,
+    )
+
+
+def _hf_pieces(splits: dict[str, Any], column: str) -> Iterator[Piece]:
+    for split, ds in splits.items():
+        for batch in ds.iter(batch_size=1000):
+            for text in batch[column]:
+                if not isinstance(text, str):
+                    raise DatasetError(f"column '{column}' holds {type(text).__name__}, not text")
+                yield Piece(split, text, True)
+
+
+def _hf_fingerprint(datasets_: Sequence[Any], options: dict[str, Any]) -> str | None:
+    """From the dataset's Arrow cache files; None for an in-memory dataset (always rebuilt)."""
+    h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for ds in datasets_:
+        files = ds.cache_files
+        if not files:
             return None
-        for info in meta["splits"].values():
-            if (out / info["file"]).stat().st_size != info["tokens"] * TOKEN_BYTES:
-                return None
-        return meta
-    except (OSError, ValueError, KeyError, TypeError):
+        for entry in files:
+            path = Path(entry["filename"])
+            st = path.stat()
+            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{len(ds)}\n".encode())
+    return h.hexdigest()
+
+
+# -- shared -------------------------------------------------------------------------------
+
+
+def _check_fraction(val_fraction: float) -> None:
+    if not 0 < val_fraction < 1:
+        raise DatasetError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+
+
+def _name_from(stem: str) -> str:
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem.strip("/")).strip("-.")
+    return name or "corpus"
+
+
+def _tokenizer(
+    kind: str, separator: str, chars: str | None
+) -> tuple[dict[str, Any], int, list[int]]:
+    """The tokenizer description, its vocabulary size and the separator's token ids."""
+    sep_text = _separator_text(kind, separator)
+    if kind == "char":
+        assert chars is not None
+        chars = "".join(sorted(set(chars) | set(sep_text or "")))
+        info: dict[str, Any] = {"kind": "char", "chars": chars}
+        ids = [chars.index(c) for c in sep_text or ""]
+        return info, len(chars), ids
+    if kind != "gpt2":
+        raise DatasetError(f"unknown tokenizer {kind!r}; use gpt2 or char")
+    from .tokenizer import TiktokenTokenizer
+
+    tok = TiktokenTokenizer("gpt2")
+    if sep_text is None:
+        ids = []
+    elif sep_text == GPT2_EOT_TEXT:
+        ids = [tok.encoding.eot_token]
+    else:
+        ids = tok.encoding.encode_ordinary(sep_text)
+    return tok.to_dict(), tok.vocab_size, ids
+
+
+def _separator_text(kind: str, separator: str) -> str | None:
+    if separator == "none":
         return None
+    if separator == "auto":
+        return GPT2_EOT_TEXT if kind == "gpt2" else "\n\n"
+    text = separator.replace("\\n", "\n").replace("\\t", "\t")
+    if kind == "char" and text == GPT2_EOT_TEXT:
+        raise DatasetError("<|endoftext|> is not a character; choose another --separator")
+    return text
