@@ -186,7 +186,7 @@ def test_prepare_train_sample_end_to_end(
     status, _, err = run_main(
         ["prepare", "shakespeare-char", "--source", str(corpus), "--data-dir", str(data)], capsys
     )
-    assert status == 0 and "prepared shakespeare-char" in err
+    assert status == 0 and "train.bin" in err and "tokenizer char" in err
     options = dict(tiny_options, data_dir=str(data), max_iters=20)
     status, _, err = run_main(["train", *as_flags(options)], capsys)
     assert status == 0, err
