@@ -6,6 +6,7 @@ Behind ``nanogpt convert-checkpoint``; everything here works from Python as well
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,11 @@ from .core import (
     load_weights,
     weights_dtype,
 )
-from .directory import has_directory_checkpoint
+from .directory import MODEL_FILE, has_directory_checkpoint
 from .formats import checkpoint_target, read_checkpoint, save_checkpoint
-from .hf import export_vocab_size, is_hf_folder, read_hf, write_hf
+from .hf import export_vocab_size, is_hf_folder, is_nanogpt_export, read_hf, write_hf
+from .safety import load_plain_pickle
+from .unified import META_FILE, char_meta
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 VERIFY_BATCH, VERIFY_TOKENS, VERIFY_SEED = 2, 64, 1234
@@ -113,34 +116,67 @@ def _suggest(found: str | None, to: str) -> str:
 
 
 def _check_target(source: Checkpoint, target: Path, to: str, force: bool) -> None:
-    """Refuse a destination that is the source, would delete it, or holds a checkpoint
-    (without ``force``), before anything is written."""
-    src = source.path.resolve() if source.path is not None else None
-    if src is not None and (target == src or (to == HF and target in src.parents)):
-        raise CheckpointError(
-            f"{target} {'is' if target == src else 'holds'} the source checkpoint; "
-            "choose another destination"
-        )
+    """Refuse, before anything is written, a destination that is the source or would
+    delete it, that is not a folder where one is needed, or that holds a checkpoint (or
+    another vocabulary's ``meta.pkl``) unless ``force``."""
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise CheckpointError(f"{parent} is a file; the destination must be under a folder")
+        if parent.exists():
+            break
+    if source.path is not None:
+        src = source.path
+        if _same(target, src):
+            raise CheckpointError(f"{target} is the source checkpoint; choose another destination")
+        if to == HF and any(_same(target, parent) for parent in src.resolve().parents):
+            raise CheckpointError(
+                f"{target} holds the source checkpoint {src}; choose another destination"
+            )
     if to == UNIFIED:
         if target.is_dir():
             raise CheckpointError(f"{target} is a folder; name a .pt file or a folder without one")
         occupied = target.exists()
+        meta = char_meta(source.tokenizer)
+        meta_path = target.parent / META_FILE
+        if meta is not None and meta_path.exists() and not force and _meta_differs(meta_path, meta):
+            raise CheckpointError(
+                f"{meta_path} holds another vocabulary, which this export would replace; "
+                "export into another folder or pass --force"
+            )
     else:
         if target.exists() and not target.is_dir():
             raise CheckpointError(f"{target} is a file; the destination must be a folder")
-        occupied = has_directory_checkpoint(target) if to != HF else _non_empty(target)
-    if to == HF and occupied and force and not is_hf_folder(target):
-        raise CheckpointError(
-            f"{target} holds files that are not a Hugging Face model; --force only replaces an "
-            "earlier export. Choose a new or empty folder"
-        )
+        if to == HF:
+            occupied = target.is_dir() and any(target.iterdir())
+            if occupied and force and not is_nanogpt_export(target):
+                raise CheckpointError(
+                    f"{target} holds files other than an earlier `to-hf` export; --force only "
+                    "replaces such an export. Choose a new or empty folder"
+                )
+        else:
+            occupied = (
+                has_directory_checkpoint(target)
+                or (target / MODEL_FILE).exists()
+                or is_hf_folder(target)
+            )
     if occupied and not force:
         what = "is not empty" if to == HF else "already holds a checkpoint"
         raise CheckpointError(f"{target} {what}; pass --force to replace it")
 
 
-def _non_empty(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.iterdir())
+def _same(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file or folder (case-insensitive file systems too)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet
+        return a.resolve() == b.resolve()
+
+
+def _meta_differs(path: Path, meta: dict[str, Any]) -> bool:
+    try:
+        return load_plain_pickle(path) != meta
+    except CheckpointError:
+        return True
 
 
 def verify_conversion(source: Checkpoint, target: Path, to: str) -> float:

@@ -27,7 +27,7 @@ from .directory import (
     write_directory,
 )
 from .hf import HF_CONFIG, is_hf_folder, read_hf
-from .unified import UNIFIED_FILE, read_unified, unified_file, write_unified
+from .unified import UNIFIED_FILE, UNIFIED_SUFFIXES, read_unified, unified_file, write_unified
 
 NEW_CHECKPOINT_HINT = "train one with `nanogpt train`"
 _DIRECTORY_FILES = (CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE)
@@ -45,7 +45,7 @@ def locate(path: str | Path, hint: str = NEW_CHECKPOINT_HINT) -> tuple[str, Path
             return "directory", p.parent
         if p.name == HF_CONFIG:
             return HF, p.parent
-        if p.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        if p.suffix in UNIFIED_SUFFIXES:
             return UNIFIED, p
         raise CheckpointError(f"{p} is not a checkpoint file (expected a .pt file or a folder)")
     if not p.is_dir():

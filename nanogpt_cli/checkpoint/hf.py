@@ -48,6 +48,35 @@ def is_hf_folder(path: Path) -> bool:
         return False
 
 
+# What ``write_hf`` puts in a folder; ``--force`` replaces only a folder made of these.
+EXPORT_FILES = frozenset(
+    {
+        HF_CONFIG,
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.json",
+        "merges.txt",
+    }
+)
+
+
+def is_nanogpt_export(path: Path) -> bool:
+    """Whether ``path`` is a folder ``write_hf`` wrote, holding nothing else."""
+    if not is_hf_folder(path):
+        return False
+    try:
+        config = json.loads((path / HF_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return "nanogpt" in config and all(
+        p.is_file() and p.name in EXPORT_FILES for p in path.iterdir()
+    )
+
+
 def _is_conv1d(name: str) -> bool:
     return name.endswith(_CONV1D)
 
@@ -143,6 +172,9 @@ def write_hf(dst: str | Path, ckpt: Checkpoint, *, overwrite: bool = False) -> l
     tensors = hf_state_dict(ckpt, vocab)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would become the export folder's mode
     try:
         hf_config.save_pretrained(tmp)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})

@@ -32,6 +32,7 @@ from .safety import load_plain_pickle, load_torch_file
 
 UNIFIED_FILE = "ckpt.pt"  # the name nanoGPT reads from its out_dir
 META_FILE = "meta.pkl"
+UNIFIED_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")  # a file of these names is one checkpoint
 FORMAT = "nanogpt-unified"
 FORMAT_VERSION = 1
 NANOGPT_KEYS = ("model", "optimizer", "model_args", "iter_num", "best_val_loss", "config")
@@ -45,7 +46,7 @@ def unified_file(path: str | Path) -> Path:
     """Where a unified checkpoint for ``path`` lives: the ``.pt`` file itself, or
     ``ckpt.pt`` inside the directory ``path``."""
     p = Path(path).expanduser()
-    return p if p.suffix in (".pt", ".pth") else p / UNIFIED_FILE
+    return p if p.suffix in UNIFIED_SUFFIXES else p / UNIFIED_FILE
 
 
 def write_unified(path: str | Path, ckpt: Checkpoint) -> list[Path]:

@@ -76,10 +76,10 @@ def resolve_config(
     except CheckpointError:
         return cfg  # the trainer reports the missing checkpoint
     saved = dict(ckpt.config or {})
-    if ckpt.format == "unified" and "save_format" not in saved.get("eval", {}):
-        # A run of the original nanoGPT: keep writing its ckpt.pt rather than leave a stale
-        # one beside a newer checkpoint in another format.
-        saved["eval"] = {**saved.get("eval", {}), "save_format": "unified"}
+    if ckpt.format in ("unified", "separated"):
+        # Keep writing the format found (an original nanoGPT ckpt.pt, a converted one)
+        # rather than leave a stale checkpoint beside a newer one of another format.
+        saved["eval"] = {**saved.get("eval", {}), "save_format": ckpt.format}
     if not saved:
         return cfg
     resumed = build_config(preset, config_file, overrides, base=saved)
