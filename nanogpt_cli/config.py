@@ -108,6 +108,10 @@ class EvalConfig:
     resume: bool = opt(
         False, "Resume from the checkpoint in out_dir, with its saved options as the base."
     )
+    init_from: str = opt(
+        "scratch",
+        "Start from: scratch, gpt2[-medium|-large|-xl] (hub), or a checkpoint/HF folder path.",
+    )
     save_format: SaveFormat = opt(
         "separated",
         "Checkpoint files: separated (safetensors + optimizer.pt), unified (nanoGPT's ckpt.pt) "
@@ -270,6 +274,53 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt2-124m": {
         "description": "GPT-2 124M on OpenWebText (nanoGPT's train.py defaults).",
         "values": {"out_dir": "out-gpt2-124m", "dataset": "openwebtext"},
+    },
+    # nanoGPT's config/finetune_shakespeare.py, one preset per GPT-2 size.
+    "finetune-gpt2": {
+        "description": "Finetune GPT-2 124M on Shakespeare (nanoGPT's finetune_shakespeare).",
+        "values": {
+            "init_from": "gpt2",
+            "out_dir": "out-finetune-gpt2",
+            "dataset": "shakespeare",
+            "eval_interval": 5,
+            "eval_iters": 40,
+            "log_interval": 1,
+            "always_save_checkpoint": False,
+            "batch_size": 1,
+            "gradient_accumulation_steps": 32,
+            "max_iters": 20,
+            "learning_rate": 3e-5,
+            "decay_lr": False,
+            "dropout": 0.0,
+        },
+    },
+    **{
+        f"finetune-{size}": {
+            "description": f"finetune-gpt2 starting from {size}.",
+            "extends": "finetune-gpt2",
+            "values": {"init_from": size, "out_dir": f"out-finetune-{size}"},
+        }
+        for size in ("gpt2-medium", "gpt2-large", "gpt2-xl")
+    },
+    # nanoGPT's config/eval_gpt2*.py: the loss of the released weights on OpenWebText.
+    **{
+        f"eval-{size}": {
+            "description": f"Evaluate {size} on OpenWebText (nanoGPT's {script}).",
+            "values": {
+                "init_from": size,
+                "dataset": "openwebtext",
+                "batch_size": 8,
+                "eval_iters": 500,
+                "eval_only": True,
+                "out_dir": f"out-eval-{size}",
+            },
+        }
+        for size, script in (
+            ("gpt2", "eval_gpt2.py"),
+            ("gpt2-medium", "eval_gpt2_medium.py"),
+            ("gpt2-large", "eval_gpt2_large.py"),
+            ("gpt2-xl", "eval_gpt2_xl.py"),
+        )
     },
 }
 

@@ -23,7 +23,21 @@ def configure_logging(level: str | None = None) -> None:
     """Send log records at ``level`` (default ``$LOG_LEVEL`` or INFO) to stderr."""
     level = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
     logger.remove()
-    logger.add(sys.stderr, level=level, format=_FORMAT, colorize=None)
+    logger.add(_Stderr(), level=level, format=_FORMAT, colorize=None)
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a message is written (it may be replaced later, as
+    test runners and notebooks do), not the stream it was when logging was set up."""
+
+    def write(self, message: str) -> None:
+        sys.stderr.write(message)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 class Progress(Protocol):

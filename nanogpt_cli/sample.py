@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import model_from_checkpoint, read_checkpoint
+from .checkpoint import model_from_checkpoint, read_pretrained
 from .data.tokenizer import Tokenizer, tokenizer_from_dict
 from .errors import ConfigError
 from .model import GPT, KVCache
@@ -129,8 +129,9 @@ class Sampler:
         dtype: str = "auto",
         meta: str | Path | None = None,
     ) -> Sampler:
-        """Load any checkpoint format; ``meta`` is a nanoGPT ``meta.pkl`` vocabulary."""
-        ckpt = read_checkpoint(path, meta=meta)
+        """Load any checkpoint format, or a GPT-2 size by name (``gpt2`` ... ``gpt2-xl``);
+        ``meta`` is a nanoGPT ``meta.pkl`` vocabulary."""
+        ckpt = read_pretrained(path, meta=meta)
         tokenizer = tokenizer_from_dict(ckpt.tokenizer)
         dev = resolve_device(device)
         model = model_from_checkpoint(ckpt)

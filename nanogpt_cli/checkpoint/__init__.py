@@ -23,13 +23,21 @@ from .core import (
     load_weights,
 )
 from .directory import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE
-from .formats import checkpoint_target, locate, read_checkpoint, save_checkpoint
+from .formats import (
+    GPT2_MODELS,
+    checkpoint_target,
+    locate,
+    read_checkpoint,
+    read_pretrained,
+    save_checkpoint,
+)
 from .safety import load_plain_pickle, load_torch_file
 from .unified import META_FILE, UNIFIED_FILE
 
 __all__ = [
     "CONFIG_FILE",
     "FORMATS",
+    "GPT2_MODELS",
     "HF",
     "META_FILE",
     "MODEL_FILE",
@@ -50,5 +58,6 @@ __all__ = [
     "locate",
     "model_from_checkpoint",
     "read_checkpoint",
+    "read_pretrained",
     "save_checkpoint",
 ]

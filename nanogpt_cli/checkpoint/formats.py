@@ -102,6 +102,25 @@ def read_checkpoint(
     return ckpt
 
 
+# The released GPT-2 sizes, as ``--init-from`` names them, and their Hugging Face hub ids.
+GPT2_MODELS = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+}
+
+
+def read_pretrained(source: str | Path, meta: str | Path | None = None) -> Checkpoint:
+    """Weights to start from: a GPT-2 size (``gpt2`` ... ``gpt2-xl``, fetched from the hub
+    into its cache, or read from the cache offline) or a checkpoint / Hugging Face folder
+    path. A path that exists wins over a size of the same name."""
+    name = str(source)
+    if name in GPT2_MODELS and not Path(name).expanduser().exists():
+        return read_hf(GPT2_MODELS[name])
+    return read_checkpoint(source, meta=meta)
+
+
 def save_checkpoint(
     ckpt: Checkpoint, dst: str | Path, fmt: str = SEPARATED, *, dtype: torch.dtype | None = None
 ) -> list[Path]:

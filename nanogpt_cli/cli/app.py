@@ -11,13 +11,13 @@ import typer
 
 from .. import __version__
 from ..errors import NanoGPTError
-from . import convert, prepare, sample, train
+from . import convert, eval, finetune, prepare, sample, train
 
 DEBUG_ENV = "NANOGPT_DEBUG"
 
 app = typer.Typer(
     name="nanogpt",
-    help="Prepare data for, train, sample and convert GPT models.",
+    help="Prepare data for, train, finetune, evaluate, sample and convert GPT models.",
     no_args_is_help=True,
     # nanoGPT's spelling --batch_size=32 works as well as --batch-size 32.
     context_settings={
@@ -28,7 +28,9 @@ app = typer.Typer(
 )
 app.add_typer(prepare.app, name="prepare")
 app.command("train")(train.train)
+app.command("finetune")(finetune.finetune)
 app.command("sample")(sample.sample)
+app.command("eval")(eval.evaluate)
 app.add_typer(convert.app, name="convert-checkpoint")
 app.add_typer(convert.app, name="convert", hidden=True)
 

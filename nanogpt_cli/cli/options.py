@@ -31,8 +31,8 @@ from ..config import (
 )
 
 
-def _check_device(value: str) -> str:
-    if (problem := device_problem(value)) is not None:
+def _check_device(value: str | None) -> str | None:
+    if value is not None and (problem := device_problem(value)) is not None:
         raise typer.BadParameter(problem)
     return value
 
@@ -53,6 +53,25 @@ DType = Annotated[
         metavar="|".join(typing.get_args(config.DType)),
     ),
 ]
+# The same, unset by default: the value then comes from a saved run or a preset.
+MaybeDevice = Annotated[
+    Optional[str],
+    typer.Option(
+        "--device",
+        help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.",
+        callback=_check_device,
+        show_default="auto",
+    ),
+]
+MaybeDType = Annotated[
+    Optional[config.DType],
+    typer.Option(
+        "--dtype",
+        help="Precision (auto: bfloat16 on CUDA where supported, else float16; float32 on CPU).",
+        metavar="|".join(typing.get_args(config.DType)),
+        show_default="auto",
+    ),
+]
 DataDir = Annotated[
     Optional[Path],
     typer.Option(
@@ -67,16 +86,21 @@ def complete_preset(incomplete: str) -> list[str]:
     return [name for name in PRESETS if name.startswith(incomplete)]
 
 
-Preset = Annotated[
-    Optional[str],
-    typer.Option(
-        "--preset",
-        help="Named set of options to start from (see docs/configuration.md).",
-        autocompletion=complete_preset,
-        rich_help_panel="Configuration",
-        show_default=DEFAULT_PRESET,
-    ),
-]
+def preset_option(default: str) -> Any:
+    """The ``--preset`` option of a command whose default preset is ``default``."""
+    return Annotated[
+        Optional[str],
+        typer.Option(
+            "--preset",
+            help="Named set of options to start from (see docs/configuration.md).",
+            autocompletion=complete_preset,
+            rich_help_panel="Configuration",
+            show_default=default,
+        ),
+    ]
+
+
+Preset = preset_option(DEFAULT_PRESET)
 
 
 ConfigFile = Annotated[

@@ -28,6 +28,15 @@ def sample(
             show_default=False,
         ),
     ] = None,
+    init_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--init-from",
+            help="A GPT-2 size (gpt2, gpt2-medium, gpt2-large, gpt2-xl; from the Hugging Face "
+            "hub or its cache) or a path; overrides --out-dir.",
+            show_default=False,
+        ),
+    ] = None,
     meta: Annotated[
         Optional[Path],
         typer.Option(
@@ -87,11 +96,15 @@ def sample(
       nanogpt sample --start "ROMEO:" --temperature 0 --max-new-tokens 200
       nanogpt sample --checkpoint out-shakespeare-char --start FILE:prompt.txt
       nanogpt sample --checkpoint nanoGPT/out/ckpt.pt --meta nanoGPT/data/shakespeare_char/meta.pkl
+      nanogpt sample --init-from gpt2-xl --start "What is the answer to life?"
     """
     from ..sample import Sampler
 
     prompt = _read_prompt(start)
-    sampler = Sampler.from_checkpoint(checkpoint or out_dir, device=device, dtype=dtype, meta=meta)
+    if checkpoint is not None and init_from is not None:
+        raise ConfigError("give --checkpoint or --init-from, not both")
+    source = checkpoint or init_from or out_dir
+    sampler = Sampler.from_checkpoint(source, device=device, dtype=dtype, meta=meta)
     vocab = sampler.tokenizer.vocab_size
     if top_k is not None and top_k > vocab:
         raise ConfigError(f"--top-k {top_k} is larger than the vocabulary ({vocab} tokens)")

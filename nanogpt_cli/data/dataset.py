@@ -80,6 +80,47 @@ def open_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     return Dataset(name=str(meta.get("name", name)), path=path, meta=meta)
 
 
+def describe_tokenizer(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "an unknown tokenizer"
+    if info.get("kind") == "char":
+        return f"characters ({len(info.get('chars', ''))} of them)"
+    if info.get("kind") == "tiktoken":
+        return "GPT-2's BPE" if info.get("name") == "gpt2" else f"tiktoken {info.get('name')}"
+    return str(info.get("kind"))
+
+
+def check_tokenizer(
+    tokenizer: dict[str, Any] | None, vocab_size: int, dataset: Dataset, model: str
+) -> None:
+    """Refuse to train or evaluate ``model`` (its tokenizer and vocabulary size) on a
+    dataset made with another tokenizer, saying how to prepare a matching one."""
+    from ..log import logger
+
+    if tokenizer is None:
+        logger.warning(
+            f"{model} records no tokenizer; assuming it is dataset '{dataset.name}''s "
+            f"({describe_tokenizer(dataset.tokenizer_info)})"
+        )
+    elif tokenizer != dataset.tokenizer_info:
+        hint = (
+            "; prepare the text with GPT-2's BPE (`nanogpt prepare shakespeare`, "
+            "`nanogpt prepare text FILES --tokenizer gpt2`)"
+            if tokenizer.get("kind") == "tiktoken"
+            else ""
+        )
+        raise DatasetError(
+            f"dataset '{dataset.name}' is tokenized with "
+            f"{describe_tokenizer(dataset.tokenizer_info)} but {model} uses "
+            f"{describe_tokenizer(tokenizer)}{hint}"
+        )
+    if dataset.vocab_size > vocab_size:
+        raise DatasetError(
+            f"dataset '{dataset.name}' has a vocabulary of {dataset.vocab_size} tokens, more "
+            f"than {model}'s {vocab_size}"
+        )
+
+
 def write_tokens(path: Path, tokens: Any) -> None:
     """Write a uint16 array to ``path`` atomically."""
     tmp = path.with_name(path.name + ".tmp")

@@ -107,6 +107,21 @@ def gpt2_bpe_files() -> tuple[Path, Path] | None:
     return paths[0], paths[1]
 
 
+def token_byte_lengths(info: dict[str, Any]) -> Any:
+    """UTF-8 length in bytes of every token id (a numpy array), for bits per byte."""
+    import numpy as np
+
+    if info.get("kind") == "char":
+        return np.array([len(c.encode("utf-8")) for c in info["chars"]], dtype=np.int64)
+    if info.get("kind") == "tiktoken":
+        encoding = TiktokenTokenizer(str(info.get("name", "gpt2"))).encoding
+        return np.array(
+            [len(encoding.decode_single_token_bytes(i)) for i in range(encoding.n_vocab)],
+            dtype=np.int64,
+        )
+    raise DatasetError(f"unknown tokenizer kind {info.get('kind')!r}")
+
+
 def tokenizer_from_dict(info: dict[str, Any] | None) -> Tokenizer:
     """Rebuild a tokenizer from what ``to_dict`` stored."""
     if not info:

@@ -13,10 +13,17 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import Checkpoint, TrainState, load_weights, read_checkpoint, save_checkpoint
+from ..checkpoint import (
+    Checkpoint,
+    TrainState,
+    load_weights,
+    read_checkpoint,
+    read_pretrained,
+    save_checkpoint,
+)
 from ..config import DEFAULT_PRESET, ModelConfig, TrainConfig, build_config, option_flag
-from ..data.dataset import open_dataset
-from ..data.loader import BatchLoader, fixed_windows
+from ..data.dataset import check_tokenizer, open_dataset
+from ..data.loader import BatchLoader
 from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
 from ..log import logger
 from ..model import GPT
@@ -28,14 +35,13 @@ from .device import (
     setup_backends,
     use_compile,
 )
+from .evaluate import evaluation_windows, split_losses
 from .metrics import MetricsWriter
 from .optim import apply_hyperparameters, build_optimizer, clip_gradients, learning_rate
 from .state import capture_rng, restore_rng
 
 # Model fields a resumed run takes from its checkpoint: they fix the weights' shapes.
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias", "activation")
-EVAL_CHUNK_TOKENS = 1 << 12  # tokens per evaluation forward pass (measured best on CPU)
-EVAL_CHUNK_LOGIT_BYTES = 1 << 28  # cap on the logits tensor of one evaluation pass
 
 
 @dataclass
@@ -60,15 +66,16 @@ def resolve_config(
     preset: str | None = None,
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    default_preset: str = DEFAULT_PRESET,
 ) -> TrainConfig:
     """The config that ``nanogpt train`` runs.
 
-    A fresh run is ``build_config(preset or the default preset, config_file, overrides)``.
+    A fresh run is ``build_config(preset or default_preset, config_file, overrides)``.
     A resumed run starts from the config saved with its checkpoint instead of the default
     preset, so ``--resume --max-iters 4000`` changes the step count and nothing else; a
     preset, config file or flag given explicitly still applies on top.
     """
-    cfg = build_config(preset or DEFAULT_PRESET, config_file, overrides)
+    cfg = build_config(preset or default_preset, config_file, overrides)
     if not cfg.eval.resume:
         return cfg
     try:
@@ -106,8 +113,14 @@ class Trainer:
 
         self.dataset = open_dataset(cfg.data.dataset, cfg.data.data_dir)
         resume_from = self._resume_checkpoint() if cfg.eval.resume else None
-        self.model_config = self._model_config(resume_from)
-        self.model = GPT(self.model_config).to(self.device)
+        init = None
+        if resume_from is None and cfg.eval.init_from != "scratch":
+            init = self._init_checkpoint()
+        self.model_config = self._model_config(resume_from or init)
+        self.model = GPT(self.model_config)
+        if init is not None:
+            self._load_initial_weights(init)
+        self.model.to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
@@ -128,17 +141,14 @@ class Trainer:
             self.forward_model = torch.compile(self.model)
         # Evaluation uses the same windows every time: evaluations are comparable with each
         # other, cost no loader work, and leave the training batch stream untouched.
-        n_eval = cfg.eval.eval_iters * cfg.data.batch_size
-        self.eval_windows = {
-            split: fixed_windows(
-                self.dataset.split_path(split),
-                self.model_config.block_size,
-                n_eval,
-                seed=cfg.system.seed + 1 + i,
-                device=self.device,
-            )
-            for i, split in enumerate(("train", "val"))
-        }
+        self.eval_windows = evaluation_windows(
+            self.dataset,
+            self.model_config.block_size,
+            cfg.data.batch_size,
+            cfg.eval.eval_iters,
+            cfg.system.seed,
+            self.device,
+        )
         self.peak = peak_flops(self.device, self.dtype)
         self.tokens_per_iter = (
             cfg.data.batch_size
@@ -165,6 +175,27 @@ class Trainer:
             )
         return ckpt
 
+    def _init_checkpoint(self) -> Checkpoint:
+        source = self.cfg.eval.init_from
+        try:
+            ckpt = read_pretrained(source)
+        except CheckpointError as e:
+            raise CheckpointError(f"--init-from {source}: {e}") from None
+        check_tokenizer(ckpt.tokenizer, ckpt.model_config.vocab_size or 0, self.dataset, source)
+        return ckpt
+
+    def _load_initial_weights(self, ckpt: Checkpoint) -> None:
+        load_weights(ckpt, self.model)
+        wanted = self.cfg.model.block_size
+        if wanted < self.model_config.block_size:
+            self.model.crop_block_size(wanted)
+            self.model_config = self.model.config
+        logger.info(
+            f"initialised from {self.cfg.eval.init_from}: {self.model_config.n_layer} layers, "
+            f"{self.model_config.n_head} heads, {self.model_config.n_embd} wide, context "
+            f"{self.model_config.block_size}"
+        )
+
     def _model_config(self, ckpt: Checkpoint | None) -> ModelConfig:
         wanted = self.cfg.model
         if ckpt is None:
@@ -176,6 +207,8 @@ class Trainer:
                 )
             return dataclasses.replace(wanted, vocab_size=vocab)
         saved = ckpt.model_config
+        if not self.cfg.eval.resume:  # --init-from: the shape is the weights'
+            return dataclasses.replace(saved, dropout=wanted.dropout)
         for name in SHAPE_FIELDS:
             if name == "vocab_size" and wanted.vocab_size is None:
                 continue
@@ -345,28 +378,9 @@ class Trainer:
             self.compiled = False
             return self.model(x, y)
 
-    @torch.inference_mode()
     def evaluate(self) -> dict[str, float]:
         """Mean loss over the fixed evaluation windows of each split."""
-        self.model.eval()
-        block = self.model_config.block_size
-        rows = max(
-            1,
-            min(
-                EVAL_CHUNK_TOKENS // block,
-                EVAL_CHUNK_LOGIT_BYTES // (block * self.model_config.vocab_size * 4),
-            ),
-        )
-        losses = {}
-        for split, windows in self.eval_windows.items():
-            total = torch.zeros((), device=self.device, dtype=torch.float64)
-            for chunk in windows.split(rows):
-                with autocast(self.device, self.dtype):
-                    _, loss = self.model(chunk[:, :-1], chunk[:, 1:])
-                total += loss.double() * chunk.size(0)
-            losses[split] = (total / windows.size(0)).item()
-        self.model.train()
-        return losses
+        return split_losses(self.model, self.eval_windows, self.device, self.dtype)
 
     def save(self, loader_state: dict[str, Any]) -> None:
         """Write the checkpoint; ``loader_state`` is the loader's state before the batch

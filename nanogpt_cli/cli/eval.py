@@ -1,0 +1,173 @@
+"""``nanogpt eval``: loss, perplexity and bits per byte of a model on a prepared dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .options import DataDir, MaybeDevice, MaybeDType, complete_preset
+
+
+def evaluate(
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--checkpoint",
+            help="Checkpoint directory or file, any format (nanoGPT's ckpt.pt and Hugging "
+            "Face folders too).",
+            show_default=False,
+        ),
+    ] = None,
+    init_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--init-from",
+            help="A GPT-2 size (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a path, instead "
+            "of --checkpoint.",
+            show_default=False,
+        ),
+    ] = None,
+    dataset: Annotated[
+        Optional[str],
+        typer.Option(
+            "--dataset",
+            help="Prepared dataset name or directory.",
+            show_default="the checkpoint's, or the preset's",
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    preset: Annotated[
+        Optional[str],
+        typer.Option(
+            "--preset",
+            help="Options to start from, e.g. eval-gpt2 (nanoGPT's eval_gpt2: 500 x 8 "
+            "windows of OpenWebText).",
+            autocompletion=complete_preset,
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--batch-size", min=1, help="Windows per batch.", show_default="the run's, or 12"
+        ),
+    ] = None,
+    eval_iters: Annotated[
+        Optional[int],
+        typer.Option(
+            "--eval-iters", min=1, help="Batches per split.", show_default="the run's, or 200"
+        ),
+    ] = None,
+    block_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--block-size", min=1, help="Window length in tokens.", show_default="the model's"
+        ),
+    ] = None,
+    seed: Annotated[
+        Optional[int],
+        typer.Option(
+            "--seed",
+            help="Seed the windows are drawn from (the training run's gives its windows).",
+            show_default="the run's, or 1337",
+        ),
+    ] = None,
+    split: Annotated[
+        Optional[list[str]],
+        typer.Option("--split", help="Split to evaluate; repeatable.", show_default="train, val"),
+    ] = None,
+    meta: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--meta", help="nanoGPT meta.pkl with a ckpt.pt's vocabulary.", show_default=False
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output",
+            help="Where to write the results as JSON.",
+            show_default="eval.json beside the checkpoint, or eval-NAME.json",
+        ),
+    ] = None,
+    device: MaybeDevice = None,
+    dtype: MaybeDType = None,
+) -> None:
+    """Evaluate a checkpoint or a GPT-2 size: loss, perplexity and bits per byte.
+
+    Examples:
+      nanogpt eval --checkpoint out-shakespeare-char
+      nanogpt eval --init-from gpt2 --dataset shakespeare
+      nanogpt eval --preset eval-gpt2
+    """
+    from ..errors import ConfigError
+    from ..train.evaluate import evaluate as run_eval
+
+    if checkpoint is not None and init_from is not None:
+        raise ConfigError("give --checkpoint or --init-from, not both")
+    source = checkpoint if checkpoint is not None else init_from
+    if source is None and preset is not None:
+        from ..config import preset_values
+
+        source = preset_values(preset).get("init_from")
+    if source is None or source == "scratch":
+        raise ConfigError("nothing to evaluate: give --checkpoint PATH or --init-from NAME")
+    report = run_eval(
+        source,
+        dataset=dataset,
+        data_dir=data_dir,
+        preset=preset,
+        batch_size=batch_size,
+        eval_iters=eval_iters,
+        block_size=block_size,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        splits=tuple(split) if split else ("train", "val"),
+        meta=meta,
+    )
+    _print_table(report)
+    path = output or _default_output(Path(str(source)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    from ..log import logger
+
+    logger.info(f"wrote {path}")
+
+
+def _default_output(source: Path) -> Path:
+    if source.is_dir():
+        return source / "eval.json"
+    if source.is_file():
+        return source.parent / "eval.json"
+    return Path(f"eval-{source.name}.json")  # a GPT-2 size from the hub
+
+
+def _print_table(report: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..train.evaluate import EvalReport
+
+    assert isinstance(report, EvalReport)
+    table = Table(
+        title=f"{report.model} on {report.dataset}: {report.eval_iters} x {report.batch_size} "
+        f"windows of {report.block_size} tokens, seed {report.seed}, {report.device} "
+        f"{report.dtype}",
+        title_justify="left",
+    )
+    for column in ("split", "loss", "perplexity", "bits/byte", "tokens", "bytes"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for split, r in report.splits.items():
+        table.add_row(
+            split,
+            f"{r.loss:.4f}",
+            f"{r.perplexity:.2f}",
+            f"{r.bits_per_byte:.4f}",
+            f"{r.tokens:,}",
+            f"{r.bytes:,}",
+        )
+    Console().print(table)

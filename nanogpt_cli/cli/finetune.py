@@ -1,0 +1,43 @@
+"""``nanogpt finetune``: continue training pretrained weights (GPT-2 or a checkpoint)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .options import ConfigFile, preset_option, with_training_options
+
+FINETUNE_PRESET = "finetune-gpt2"
+FinetunePreset = preset_option(FINETUNE_PRESET)
+
+
+def finetune(preset: FinetunePreset = None, config: ConfigFile = None, **options: Any) -> None:
+    """Finetune GPT-2 (or any checkpoint) on a prepared dataset.
+
+    Defaults are nanoGPT's finetune_shakespeare: batch 1 x 32 accumulated, constant learning
+    rate 3e-5, 20 iterations, evaluation every 5, a checkpoint only when val loss improves.
+    Presets finetune-gpt2, finetune-gpt2-medium, finetune-gpt2-large and finetune-gpt2-xl
+    choose the size; --init-from PATH starts from a checkpoint or Hugging Face folder. The
+    dataset must be tokenized like the model (GPT-2's BPE for GPT-2).
+
+    Examples:
+      nanogpt prepare shakespeare && nanogpt finetune
+      nanogpt finetune --preset finetune-gpt2-xl --dataset mybooks --dropout 0.1
+      nanogpt finetune --init-from path/to/hf-folder --max-iters 100
+    """
+    from ..log import logger
+    from ..train import resolve_config
+    from ..train import train as run_training
+
+    cfg = resolve_config(preset, config, options, default_preset=FINETUNE_PRESET)
+    result = run_training(cfg)
+    if cfg.eval.eval_only:
+        return
+    best = f"{result.best_val_loss:.4f}" if result.best_val_loss < float("inf") else "n/a"
+    logger.info(
+        f"done: iteration {result.iter_num} in {result.seconds:.1f} s, best val loss {best}; "
+        f"checkpoint in {result.out_dir}"
+    )
+    logger.info(f"next: nanogpt sample --out-dir {result.out_dir}")
+
+
+with_training_options(finetune, preset=FINETUNE_PRESET)

@@ -1,0 +1,214 @@
+"""Loss on fixed windows of a prepared dataset: what training reports and ``nanogpt eval`` runs.
+
+The training loop and ``nanogpt eval`` draw the same windows from the same seeds
+(``evaluation_windows``) and average the loss the same way (``split_losses``), so a
+checkpoint evaluated afterwards reports the loss its run logged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig, build_config
+from ..data.dataset import SPLITS, Dataset, check_tokenizer, open_dataset
+from ..data.loader import fixed_windows
+from ..data.tokenizer import token_byte_lengths
+from ..errors import ConfigError
+from ..log import logger
+from .device import autocast, resolve_device, resolve_dtype
+
+EVAL_CHUNK_TOKENS = 1 << 12  # tokens per evaluation forward pass (measured best on CPU)
+EVAL_CHUNK_LOGIT_BYTES = 1 << 28  # cap on the logits tensor of one evaluation pass
+
+
+def evaluation_windows(
+    dataset: Dataset,
+    block_size: int,
+    batch_size: int,
+    eval_iters: int,
+    seed: int,
+    device: torch.device,
+    splits: tuple[str, ...] = SPLITS,
+) -> dict[str, torch.Tensor]:
+    """``eval_iters * batch_size`` windows of ``block_size + 1`` tokens per split, drawn
+    once from ``seed`` (the training run's seed): the same every time."""
+    n = eval_iters * batch_size
+    return {
+        split: fixed_windows(
+            dataset.split_path(split),
+            block_size,
+            n,
+            seed=seed + 1 + SPLITS.index(split),
+            device=device,
+        )
+        for split in splits
+    }
+
+
+@torch.inference_mode()
+def split_losses(
+    model: Any, windows: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype
+) -> dict[str, float]:
+    """Mean cross-entropy (nats per token) of ``model`` over each split's windows."""
+    was_training = model.training
+    model.eval()
+    cfg = model.config
+    block = cfg.block_size
+    rows = max(
+        1,
+        min(
+            EVAL_CHUNK_TOKENS // block,
+            EVAL_CHUNK_LOGIT_BYTES // (block * cfg.vocab_size * 4),
+        ),
+    )
+    losses = {}
+    for split, w in windows.items():
+        total = torch.zeros((), device=device, dtype=torch.float64)
+        for chunk in w.split(rows):
+            with autocast(device, dtype):
+                _, loss = model(chunk[:, :-1], chunk[:, 1:])
+            total += loss.double() * chunk.size(0)
+        losses[split] = (total / w.size(0)).item()
+    model.train(was_training)
+    return losses
+
+
+@dataclass
+class SplitEval:
+    loss: float  # nats per token
+    perplexity: float
+    bits_per_byte: float
+    tokens: int  # predicted tokens
+    bytes: int  # UTF-8 bytes of those tokens
+
+
+@dataclass
+class EvalReport:
+    model: str
+    dataset: str
+    splits: dict[str, SplitEval]
+    batch_size: int
+    eval_iters: int
+    block_size: int
+    seed: int
+    device: str
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def eval_settings(
+    saved: Mapping[str, Any] | None,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Evaluation options: defaults < the checkpoint's saved run config < preset < flags.
+
+    The saved device, dtype and compile settings describe the machine that trained; they
+    are not taken (the seed is: it fixes the evaluation windows)."""
+    base = None
+    if saved:
+        base = {group: values for group, values in saved.items() if group != "system"}
+        system = saved.get("system")
+        if isinstance(system, Mapping) and "seed" in system:
+            base["system"] = {"seed": system["seed"]}
+    return build_config(preset, None, overrides, base=base)
+
+
+def evaluate(
+    source: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+    preset: str | None = None,
+    batch_size: int | None = None,
+    eval_iters: int | None = None,
+    block_size: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    splits: tuple[str, ...] = SPLITS,
+    meta: str | Path | None = None,
+) -> EvalReport:
+    """Loss, perplexity and bits per byte of a checkpoint or GPT-2 size on a dataset.
+
+    Unset options come from the preset, else from the run config saved with the checkpoint
+    (so its run's evaluation windows are drawn again), else from the training defaults.
+    """
+    from ..checkpoint import model_from_checkpoint, read_pretrained
+
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ConfigError(f"unknown split {unknown[0]!r}; use {', '.join(SPLITS)}")
+    ckpt = read_pretrained(source, meta=meta)
+    cfg = eval_settings(
+        ckpt.config,
+        preset,
+        {
+            "dataset": dataset,
+            "data_dir": str(data_dir) if data_dir is not None else None,
+            "batch_size": batch_size,
+            "eval_iters": eval_iters,
+            "seed": seed,
+            "device": device,
+            "dtype": dtype,
+        },
+    )
+    if dataset is None and not ckpt.config and preset is None:
+        raise ConfigError(f"{source} records no dataset; name one with --dataset")
+    data = open_dataset(cfg.data.dataset, cfg.data.data_dir)
+    vocab = ckpt.model_config.vocab_size or 0
+    check_tokenizer(ckpt.tokenizer, vocab, data, str(source))
+    dev = resolve_device(cfg.system.device)
+    torch_dtype = resolve_dtype(cfg.system.dtype, dev)
+    model = model_from_checkpoint(ckpt)
+    if block_size is not None and block_size < model.config.block_size:
+        model.crop_block_size(block_size)
+    elif block_size is not None and block_size > model.config.block_size:
+        raise ConfigError(
+            f"--block-size {block_size} is larger than the model's context of "
+            f"{model.config.block_size}"
+        )
+    model.to(dev)
+    block = model.config.block_size
+    windows = evaluation_windows(
+        data, block, cfg.data.batch_size, cfg.eval.eval_iters, cfg.system.seed, dev, splits
+    )
+    logger.info(
+        f"evaluating {source} on {data.name} ({', '.join(splits)}): "
+        f"{cfg.eval.eval_iters} x {cfg.data.batch_size} windows of {block} tokens"
+    )
+    losses = split_losses(model, windows, dev, torch_dtype)
+    lengths = token_byte_lengths(data.tokenizer_info)
+    results = {}
+    for split, w in windows.items():
+        targets = w[:, 1:].cpu().numpy()
+        n_bytes = int(lengths[targets].sum(dtype=np.int64))
+        n_tokens = int(targets.size)
+        loss = losses[split]
+        results[split] = SplitEval(
+            loss=loss,
+            perplexity=math.exp(loss),
+            bits_per_byte=loss * n_tokens / (math.log(2) * n_bytes) if n_bytes else math.nan,
+            tokens=n_tokens,
+            bytes=n_bytes,
+        )
+    return EvalReport(
+        model=str(source),
+        dataset=data.name,
+        splits=results,
+        batch_size=cfg.data.batch_size,
+        eval_iters=cfg.eval.eval_iters,
+        block_size=block,
+        seed=cfg.system.seed,
+        device=str(dev),
+        dtype=str(torch_dtype).removeprefix("torch."),
+    )
