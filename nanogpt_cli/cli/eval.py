@@ -90,7 +90,7 @@ def evaluate(
         typer.Option(
             "--output",
             help="Where to write the results as JSON.",
-            show_default="eval.json beside the checkpoint, or eval-NAME.json",
+            show_default="eval.json in the run directory, else ./eval-NAME.json",
         ),
     ] = None,
     device: MaybeDevice = None,
@@ -139,11 +139,15 @@ def evaluate(
 
 
 def _default_output(source: Path) -> Path:
-    if source.is_dir():
-        return source / "eval.json"
-    if source.is_file():
-        return source.parent / "eval.json"
-    return Path(f"eval-{source.name}.json")  # a GPT-2 size from the hub
+    """``eval.json`` in a run directory of ours or nanoGPT's; elsewhere (a Hugging Face
+    folder, a GPT-2 size) ``eval-NAME.json`` in the current directory, leaving the model's
+    folder as it was."""
+    from ..checkpoint import CONFIG_FILE, UNIFIED_FILE
+
+    folder = source if source.is_dir() else source.parent
+    if source.exists() and ((folder / CONFIG_FILE).is_file() or (folder / UNIFIED_FILE).is_file()):
+        return folder / "eval.json"
+    return Path(f"eval-{source.resolve().name if source.exists() else source.name}.json")
 
 
 def _print_table(report: object) -> None:
