@@ -231,7 +231,7 @@ SHORTCUTS: dict[str, tuple[str, Any]] = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     "shakespeare-char": {
-        "description": "Baby GPT on character-level Shakespeare (nanoGPT's shakespeare_char).",
+        "description": "Baby GPT on character-level Shakespeare (nanoGPT).",
         "values": {
             "out_dir": "out-shakespeare-char",
             "eval_interval": 250,
@@ -255,7 +255,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "shakespeare-char-cpu": {
-        "description": "Small character-level Shakespeare model that trains on a laptop CPU.",
+        "description": "Small character-level Shakespeare for a laptop CPU.",
         "extends": "shakespeare-char",
         "values": {
             "device": "cpu",
@@ -272,12 +272,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "gpt2-124m": {
-        "description": "GPT-2 124M on OpenWebText (nanoGPT's train.py defaults).",
+        "description": "GPT-2 124M on OpenWebText (nanoGPT's train.py).",
         "values": {"out_dir": "out-gpt2-124m", "dataset": "openwebtext"},
     },
     # nanoGPT's config/finetune_shakespeare.py, one preset per GPT-2 size.
     "finetune-gpt2": {
-        "description": "Finetune GPT-2 124M on Shakespeare (nanoGPT's finetune_shakespeare).",
+        "description": "Finetune GPT-2 124M on Shakespeare (nanoGPT).",
         "values": {
             "init_from": "gpt2",
             "out_dir": "out-finetune-gpt2",
@@ -296,7 +296,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     **{
         f"finetune-{size}": {
-            "description": f"finetune-gpt2 starting from {size}.",
+            "description": f"Finetune {size} on Shakespeare.",
             "extends": "finetune-gpt2",
             "values": {"init_from": size, "out_dir": f"out-finetune-{size}"},
         }
@@ -305,7 +305,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # nanoGPT's config/eval_gpt2*.py: the loss of the released weights on OpenWebText.
     **{
         f"eval-{size}": {
-            "description": f"Evaluate {size} on OpenWebText (nanoGPT's {script}).",
+            "description": f"Evaluate {size} on OpenWebText ({script}).",
             "values": {
                 "init_from": size,
                 "dataset": "openwebtext",
@@ -325,20 +325,76 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+PRESET_KEYS = ("description", "extends")  # what a preset file holds besides options
+
+
+def read_preset_file(path: Path) -> dict[str, Any]:
+    """A user's preset: a TOML file of options, plus ``description`` and ``extends``."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read preset file {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"preset file {path} is not valid TOML: {e}") from None
+    meta = {key: raw.pop(key) for key in PRESET_KEYS if key in raw}
+    for key, value in meta.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} in preset file {path} must be a string")
+    values, problems = parse_options(raw, str(path))
+    if problems:
+        raise ConfigError(f"invalid preset file {path}: " + "; ".join(problems))
+    return {
+        "description": meta.get("description", f"user preset ({path})"),
+        "extends": meta.get("extends"),
+        "values": values,
+        "file": str(path),
+    }
+
+
+def user_preset_files() -> dict[str, Path]:
+    """``NAME.toml`` files in the user's presets directory, by preset name."""
+    from .paths import user_presets_dir
+
+    folder = user_presets_dir()
+    try:
+        return {p.stem: p for p in sorted(folder.glob("*.toml")) if p.is_file()}
+    except OSError:
+        return {}
+
+
+def preset_names() -> list[str]:
+    """Built-in presets, then the user's (a user file may replace a built-in preset)."""
+    names = list(PRESETS)
+    names += [n for n in user_preset_files() if n not in PRESETS]
+    return names
+
+
+def get_preset(name: str) -> dict[str, Any]:
+    """A preset's definition: the user's file of that name if there is one, else built-in."""
+    files = user_preset_files()
+    if name in files:
+        return read_preset_file(files[name])
+    if name in PRESETS:
+        return PRESETS[name]
+    raise ConfigError(f"unknown preset '{name}'{_suggest(name, preset_names())}")
+
+
 def preset_values(name: str) -> dict[str, Any]:
     """The flat option values a preset sets, its ``extends`` chain included."""
     chain: list[str] = []
+    definitions: list[dict[str, Any]] = []
     current: str | None = name
     while current is not None:
-        if current not in PRESETS:
-            raise ConfigError(f"unknown preset '{current}'{_suggest(current, PRESETS)}")
         if current in chain:
-            raise ConfigError(f"preset '{name}' extends itself through {' -> '.join(chain)}")
+            raise ConfigError(
+                f"preset '{name}' extends itself through {' -> '.join([*chain, current])}"
+            )
         chain.append(current)
-        current = PRESETS[current].get("extends")
+        definitions.append(get_preset(current))
+        current = definitions[-1].get("extends")
     values: dict[str, Any] = {}
-    for preset in reversed(chain):
-        values.update(PRESETS[preset]["values"])
+    for definition in reversed(definitions):
+        values.update(definition["values"])
     return values
 
 
@@ -425,6 +481,11 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], list[str]]:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    return parse_options(raw, str(path))
+
+
+def parse_options(raw: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
+    """Options from a parsed TOML table, flat or grouped; the problems found."""
     flat: dict[str, Any] = {}
     problems: list[str] = []
     for key, value in raw.items():
@@ -432,22 +493,54 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], list[str]]:
             for sub, subvalue in value.items():
                 if sub not in _SPECS or _SPECS[sub].group != key:
                     problems.append(
-                        f"unknown option '{sub}' in [{key}] of {path}{_suggest(sub, _SPECS)}"
+                        f"unknown option '{sub}' in [{key}] of {where}{_suggest(sub, _SPECS)}"
                     )
                 else:
                     flat[sub] = subvalue
         elif key in _SPECS:
             flat[key] = value
         else:
-            problems.append(f"unknown option '{key}' in {path}{_suggest(key, _SPECS)}")
+            problems.append(f"unknown option '{key}' in {where}{_suggest(key, _SPECS)}")
     values = {}
     for key, value in flat.items():
         checked = _check_type(_SPECS[key], value)
         if isinstance(checked, _TypeProblem):
-            problems.append(f"{key} in {path}: {checked.message}")
+            problems.append(f"{key} in {where}: {checked.message}")
         else:
             values[key] = checked
     return values, problems
+
+
+def config_toml(cfg: TrainConfig, header: str | None = None) -> str:
+    """``cfg`` as a TOML config file, grouped by section; ``--config`` reads it back to the
+    same config. Options without a value (``None``) are written as comments."""
+    lines = [f"# {line}" for line in (header or "").splitlines()]
+    for group, values in cfg.to_dict().items():
+        if lines:
+            lines.append("")
+        lines.append(f"[{group}]  # {GROUP_TITLES[group]}")
+        for name, value in values.items():
+            if value is None:
+                shown = _SPECS[name].default_text or "auto"
+                lines.append(f"# {name}: not set ({shown})")
+            else:
+                lines.append(f"{name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    import json
+    import math
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)  # a TOML basic string
 
 
 @dataclass

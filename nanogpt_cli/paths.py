@@ -8,6 +8,7 @@ from pathlib import Path
 APP_NAME = "nanogpt"
 DATA_DIR_ENV = "NANOGPT_DATA_DIR"
 CACHE_DIR_ENV = "NANOGPT_CACHE_DIR"
+CONFIG_DIR_ENV = "NANOGPT_CONFIG_DIR"
 
 
 def data_root(data_dir: str | Path | None = None) -> Path:
@@ -30,6 +31,21 @@ def cache_root() -> Path:
     import platformdirs
 
     return platformdirs.user_cache_path(APP_NAME)
+
+
+def config_root() -> Path:
+    """Where the user's own settings live (``presets/*.toml``): ``$NANOGPT_CONFIG_DIR``, else
+    the user config dir (``~/.config/nanogpt`` on Linux)."""
+    env = os.environ.get(CONFIG_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return platformdirs.user_config_path(APP_NAME)
+
+
+def user_presets_dir() -> Path:
+    return config_root() / "presets"
 
 
 def dataset_dir(dataset: str, data_dir: str | Path | None = None) -> Path:

@@ -146,6 +146,7 @@ def test_model_only_training_cannot_resume(data_root: Path, tmp_path: Path) -> N
         MODEL_FILE,
         CONFIG_FILE,
         "metrics.jsonl",
+        "config.toml",
     }
     assert read_checkpoint(tmp_path / "mo").format == "model-only"
     with pytest.raises(CheckpointError, match="no optimizer state"):

@@ -11,7 +11,7 @@ import typer
 
 from .. import __version__
 from ..errors import NanoGPTError
-from . import convert, eval, finetune, prepare, sample, train
+from . import convert, eval, finetune, prepare, presets, sample, train
 
 DEBUG_ENV = "NANOGPT_DEBUG"
 
@@ -31,6 +31,7 @@ app.command("train")(train.train)
 app.command("finetune")(finetune.finetune)
 app.command("sample")(sample.sample)
 app.command("eval")(eval.evaluate)
+app.add_typer(presets.app, name="presets")
 app.add_typer(convert.app, name="convert-checkpoint")
 app.add_typer(convert.app, name="convert", hidden=True)
 

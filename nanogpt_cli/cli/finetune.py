@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from .options import ConfigFile, preset_option, with_training_options
+import typer
+
+from .options import ConfigFile, PrintConfig, preset_option, with_training_options
 
 FINETUNE_PRESET = "finetune-gpt2"
 FinetunePreset = preset_option(FINETUNE_PRESET)
 
 
-def finetune(preset: FinetunePreset = None, config: ConfigFile = None, **options: Any) -> None:
+def finetune(
+    preset: FinetunePreset = None,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    **options: Any,
+) -> None:
     """Finetune GPT-2 (or any checkpoint) on a prepared dataset.
 
     Defaults are nanoGPT's finetune_shakespeare: batch 1 x 32 accumulated, constant learning
@@ -29,6 +36,11 @@ def finetune(preset: FinetunePreset = None, config: ConfigFile = None, **options
     from ..train import train as run_training
 
     cfg = resolve_config(preset, config, options, default_preset=FINETUNE_PRESET)
+    if print_config:
+        from ..config import config_toml
+
+        typer.echo(config_toml(cfg), nl=False)
+        return
     result = run_training(cfg)
     if cfg.eval.eval_only:
         return

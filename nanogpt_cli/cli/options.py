@@ -20,13 +20,13 @@ from .. import config
 from ..config import (
     DEFAULT_PRESET,
     GROUP_TITLES,
-    PRESETS,
     OptionSpec,
     TrainConfig,
     apply_values,
     device_problem,
     option_flag,
     option_specs,
+    preset_names,
     preset_values,
 )
 
@@ -83,7 +83,7 @@ DataDir = Annotated[
 
 
 def complete_preset(incomplete: str) -> list[str]:
-    return [name for name in PRESETS if name.startswith(incomplete)]
+    return [name for name in preset_names() if name.startswith(incomplete)]
 
 
 def preset_option(default: str) -> Any:
@@ -102,6 +102,15 @@ def preset_option(default: str) -> Any:
 
 Preset = preset_option(DEFAULT_PRESET)
 
+
+PrintConfig = Annotated[
+    bool,
+    typer.Option(
+        "--print-config",
+        help="Print the resolved options as TOML (a file --config reads) and exit.",
+        rich_help_panel="Configuration",
+    ),
+]
 
 ConfigFile = Annotated[
     Optional[Path],

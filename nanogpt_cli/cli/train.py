@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .options import ConfigFile, Preset, with_training_options
+import typer
+
+from .options import ConfigFile, Preset, PrintConfig, with_training_options
 
 
-def train(preset: Preset = None, config: ConfigFile = None, **options: Any) -> None:
+def train(
+    preset: Preset = None,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    **options: Any,
+) -> None:
     """Train a GPT model.
 
     Option values come from the preset, then --config FILE.toml, then the flags given here.
@@ -24,6 +31,11 @@ def train(preset: Preset = None, config: ConfigFile = None, **options: Any) -> N
     from ..train import train as run_training
 
     cfg = resolve_config(preset, config, options)
+    if print_config:
+        from ..config import config_toml
+
+        typer.echo(config_toml(cfg), nl=False)
+        return
     result = run_training(cfg)
     if cfg.eval.eval_only:
         return

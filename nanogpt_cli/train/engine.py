@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -21,7 +22,14 @@ from ..checkpoint import (
     read_pretrained,
     save_checkpoint,
 )
-from ..config import DEFAULT_PRESET, ModelConfig, TrainConfig, build_config, option_flag
+from ..config import (
+    DEFAULT_PRESET,
+    ModelConfig,
+    TrainConfig,
+    build_config,
+    config_toml,
+    option_flag,
+)
 from ..data.dataset import check_tokenizer, open_dataset
 from ..data.loader import BatchLoader
 from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
@@ -40,6 +48,7 @@ from .metrics import MetricsWriter
 from .optim import apply_hyperparameters, build_optimizer, clip_gradients, learning_rate
 from .state import capture_rng, restore_rng
 
+RUN_CONFIG_FILE = "config.toml"
 # Model fields a resumed run takes from its checkpoint: they fix the weights' shapes.
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias", "activation")
 
@@ -249,6 +258,7 @@ class Trainer:
             f"{', compiled' if self.compiled else ''}), {self.tokens_per_iter:,} tokens per step, "
             f"dataset {self.dataset.name}"
         )
+        write_run_config(self.out_dir / RUN_CONFIG_FILE, cfg)
         # A fresh run starts a fresh metrics file; resuming or evaluating adds to it.
         append = self.resumed or cfg.eval.eval_only
         metrics = MetricsWriter(self.out_dir / "metrics.jsonl", append=append)
@@ -415,6 +425,21 @@ def _check_optimizer_shapes(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) 
                         f"({key} of shape {tuple(value.shape)} for a parameter of shape "
                         f"{tuple(p.shape)}); it was written for another parameter order"
                     )
+
+
+def write_run_config(path: Path, cfg: TrainConfig) -> None:
+    """The run's resolved options as TOML: ``nanogpt train --config`` repeats the run."""
+    from .. import __version__
+
+    header = (
+        f"Options of the run in {path.parent}, written by nanogpt {__version__}.\n"
+        f"Repeat it with: nanogpt train --config {path}"
+    )
+    repeat = copy.deepcopy(cfg)
+    repeat.eval.resume = False  # a repeat starts afresh (add --resume to continue instead)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(config_toml(repeat, header), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _prepare_out_dir(out_dir: str) -> Path:
