@@ -652,24 +652,3 @@ def validate(cfg: TrainConfig) -> list[str]:
 def _suggest(word: str, candidates: Mapping[str, Any] | list[str]) -> str:
     close = difflib.get_close_matches(word, list(candidates), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def to_toml(cfg: TrainConfig) -> str:
-    """The config as a grouped TOML document (options left at None are omitted)."""
-    lines: list[str] = []
-    for group, values in cfg.to_dict().items():
-        lines.append(f"[{group}]")
-        for name, value in values.items():
-            if value is not None:
-                lines.append(f"{name} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    text = str(value)
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -77,7 +77,9 @@ def test_train_help_lists_every_option_with_type_and_default() -> None:
         line = next((ln for ln in lines if ln.startswith(f"│ {spec.flag} ")), None)
         assert line is not None, f"{spec.flag} missing from train --help"
         assert "[default:" in line, f"{spec.flag} shows no default"
-        assert any(t in line for t in ("<int>", "<float>", "<bool>", "<str>", "|")), spec.flag
+        # a type: a metavar, a list of choices, or a boolean switch's --no- form
+        types = ("<int>", "<float>", "<str>", "|", "--no-" + spec.flag[2:])
+        assert any(t in line for t in types), spec.flag
     for title in ("Model", "Data", "Optimizer and schedule", "Evaluation and I/O", "System"):
         assert f"─ {title} " in result.stdout
     # The shown defaults are those of the default preset.

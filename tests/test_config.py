@@ -10,10 +10,10 @@ from nanogpt_cli.config import (
     PRESETS,
     TrainConfig,
     build_config,
+    config_toml,
     option_specs,
     preset_values,
     read_config_file,
-    to_toml,
     validate,
 )
 from nanogpt_cli.errors import ConfigError
@@ -151,7 +151,7 @@ def test_presets_are_valid_and_toml_round_trips(tmp_path: Path) -> None:
     for name in PRESETS:
         cfg = build_config(name)
         path = tmp_path / f"{name}.toml"
-        path.write_text(to_toml(cfg))
+        path.write_text(config_toml(cfg))
         assert build_config(None, path) == cfg, name
 
 

@@ -53,6 +53,27 @@ def test_tiny_run_lowers_loss_and_writes_checkpoint_and_metrics(
 
 
 @pytest.mark.parametrize(
+    ("grad_clip", "clip_frac"), [(1e-6, 1.0), (1e6, 0.0), (0.0, None)], ids=["all", "none", "off"]
+)
+def test_gradient_norm_and_clipping_rate_are_logged(
+    tiny_options: dict[str, Any], grad_clip: float, clip_frac: float | None
+) -> None:
+    run(tiny_options, grad_clip=grad_clip, max_iters=10)
+    records = [
+        r
+        for r in read_metrics(Path(tiny_options["out_dir"]) / "metrics.jsonl")
+        if r["kind"] == "train"
+    ]
+    assert len(records) == 2
+    for r in records:
+        assert r["clip_frac"] == clip_frac
+        if grad_clip > 0:
+            assert r["grad_norm"] > 0
+        else:
+            assert r["grad_norm"] is None
+
+
+@pytest.mark.parametrize(
     ("extra", "stop_at"),
     [({}, 20), ({"dropout": 0.1, "gradient_accumulation_steps": 2}, 13)],
     ids=["plain", "dropout-accumulation-mid-interval"],

@@ -269,7 +269,8 @@ class Trainer:
             self.model.train()
             pending_loader_state = self.train_loader.state()
             x, y = self.train_loader.next()
-            loss_sum = torch.zeros((), device=self.device)
+            # loss sum, gradient-norm sum, clipped steps: read from the device at log time
+            sums = torch.zeros(3, device=self.device)
             loss_count = 0
             t_log, iters_since_log = time.perf_counter(), 0
             first_iter = state.iter_num
@@ -291,7 +292,14 @@ class Trainer:
                         f"eval at iter {it}: train loss {train_loss:.4f}, val loss {val_loss:.4f}"
                         + (" (best)" if improved else "")
                     )
-                    metrics.write("eval", iter=it, train_loss=train_loss, val_loss=val_loss, lr=lr)
+                    metrics.write(
+                        "eval",
+                        iter=it,
+                        tokens=state.tokens_seen,
+                        train_loss=train_loss,
+                        val_loss=val_loss,
+                        lr=lr,
+                    )
                     if improved:
                         state.best_val_loss = val_loss
                     if cfg.eval.eval_only:
@@ -312,10 +320,12 @@ class Trainer:
                     pending_loader_state = self.train_loader.state()
                     x, y = self.train_loader.next()
                     self.scaler.scale(loss).backward()
-                    loss_sum += loss.detach()
+                    sums[0] += loss.detach()
                 if cfg.optim.grad_clip > 0:
                     self.scaler.unscale_(self.optimizer)
-                    clip_gradients(self.params, cfg.optim.grad_clip)
+                    norm = clip_gradients(self.params, cfg.optim.grad_clip)
+                    sums[1] += norm
+                    sums[2] += norm > cfg.optim.grad_clip
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -326,8 +336,11 @@ class Trainer:
 
                 if state.iter_num % cfg.eval.log_interval == 0:
                     # The only host-device sync of the loop, once per log interval.
-                    mean_loss = loss_sum.item() / loss_count
-                    loss_sum.zero_()
+                    loss_total, norm_total, clipped = sums.tolist()
+                    mean_loss = loss_total / loss_count
+                    grad_norm = norm_total / loss_count if cfg.optim.grad_clip > 0 else None
+                    clip_frac = clipped / loss_count if cfg.optim.grad_clip > 0 else None
+                    sums.zero_()
                     loss_count = 0
                     now = time.perf_counter()
                     dt = (now - t_log) / iters_since_log
@@ -335,19 +348,27 @@ class Trainer:
                     tokens_per_s = self.tokens_per_iter / dt
                     mfu = flops_per_iter / dt / self.peak if self.peak else None
                     eta = (cfg.optim.max_iters - state.iter_num) * dt
+                    grad = (
+                        f", grad norm {grad_norm:.2f} (clipped {clip_frac:.0%})"
+                        if grad_norm is not None and clip_frac is not None
+                        else ""
+                    )
                     logger.info(
-                        f"iter {state.iter_num}: loss {mean_loss:.4f}, lr {lr:.2e}, "
+                        f"iter {state.iter_num}: loss {mean_loss:.4f}, lr {lr:.2e}{grad}, "
                         f"{dt * 1000:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, "
                         f"mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, eta {_duration(eta)}"
                     )
                     metrics.write(
                         "train",
                         iter=state.iter_num,
+                        tokens=state.tokens_seen,
                         loss=mean_loss,
                         lr=lr,
                         ms=dt * 1000,
                         tokens_per_s=tokens_per_s,
                         mfu=mfu,
+                        grad_norm=grad_norm,
+                        clip_frac=clip_frac,
                     )
                     if not warned_slow and self.device.type == "cpu" and eta > 3600:
                         warned_slow = True
