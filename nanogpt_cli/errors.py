@@ -33,3 +33,7 @@ class DeviceError(NanoGPTError):
 
 class TrainingError(NanoGPTError):
     """Training that cannot go on (e.g. the loss diverged)."""
+
+
+class MetricsError(NanoGPTError):
+    """A run directory without metrics, or a metrics.jsonl that cannot be read."""

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..log import Progress, progress
 from .core import (
     FORMATS,
     HF,
@@ -80,7 +81,29 @@ def convert_checkpoint(
         raise CheckpointError(f"unknown dtype {dtype!r}; use {', '.join(DTYPES)}")
     if dtype is not None and to != MODEL_ONLY:
         raise CheckpointError("--dtype applies to model-only exports only")
-    source = read_hf(src) if source_format == HF else read_checkpoint(src, meta=meta)
+    with progress(f"convert to {to}", total=3 if verify else 2) as bar:
+        bar.describe(f"read {src}")
+        source = read_hf(src) if source_format == HF else read_checkpoint(src, meta=meta)
+        bar.advance()
+        result = _convert(source, src, dst, to, source_format, dtype, force, bar)
+        if verify:
+            bar.describe(f"verify {result.dst}")
+            result.max_abs_diff = verify_conversion(source, result.dst, to)
+            bar.advance()
+    return result
+
+
+def _convert(
+    source: Checkpoint,
+    src: str | Path,
+    dst: str | Path,
+    to: str,
+    source_format: str | None,
+    dtype: str | None,
+    force: bool,
+    bar: Progress,
+) -> Conversion:
+    """Check ``source`` and the destination, then write ``source`` there as ``to``."""
     if source_format is not None and source.format != source_format:
         raise CheckpointError(
             f"{src} is a {source.format} checkpoint, not {source_format}; "
@@ -94,15 +117,14 @@ def convert_checkpoint(
     target = (Path(dst).expanduser() if to == HF else checkpoint_target(dst, to)).resolve()
     _check_target(source, target, to, force)
     notes = list(source.notes)
+    bar.describe(f"write {target}")
     if to == HF:
         notes += write_hf(target, source, overwrite=force)
         files = sorted(p for p in target.iterdir() if p.is_file())
     else:
         files = save_checkpoint(source, target, to, dtype=DTYPES[dtype] if dtype else None)
-    result = Conversion(source=source, dst=target, format=to, files=files, notes=notes)
-    if verify:
-        result.max_abs_diff = verify_conversion(source, target, to)
-    return result
+    bar.advance()
+    return Conversion(source=source, dst=target, format=to, files=files, notes=notes)
 
 
 def _suggest(found: str | None, to: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from ..log import logger
+from ..log import get_logger
 from .core import FORMATS, HF, MODEL_ONLY, SEPARATED, UNIFIED, Checkpoint
 from .directory import (
     CONFIG_FILE,
@@ -28,6 +28,8 @@ from .directory import (
 )
 from .hf import HF_CONFIG, is_hf_folder, read_hf
 from .unified import UNIFIED_FILE, UNIFIED_SUFFIXES, read_unified, unified_file, write_unified
+
+logger = get_logger(__name__)
 
 NEW_CHECKPOINT_HINT = "train one with `nanogpt train`"
 _DIRECTORY_FILES = (CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE)

@@ -11,7 +11,8 @@ import typer
 
 from .. import __version__
 from ..errors import NanoGPTError
-from . import convert, eval, finetune, prepare, presets, sample, train
+from . import convert, eval, finetune, plot, prepare, presets, sample, train
+from .options import command
 
 DEBUG_ENV = "NANOGPT_DEBUG"
 
@@ -27,10 +28,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(prepare.app, name="prepare")
-app.command("train")(train.train)
-app.command("finetune")(finetune.finetune)
-app.command("sample")(sample.sample)
-app.command("eval")(eval.evaluate)
+command(app, "train")(train.train)
+command(app, "finetune")(finetune.finetune)
+command(app, "sample")(sample.sample)
+command(app, "eval")(eval.evaluate)
+command(app, "plot")(plot.plot)
 app.add_typer(presets.app, name="presets")
 app.add_typer(convert.app, name="convert-checkpoint")
 app.add_typer(convert.app, name="convert", hidden=True)
@@ -55,9 +57,6 @@ def root(
 
     First minutes: nanogpt prepare shakespeare-char; nanogpt train; nanogpt sample
     """
-    from ..log import configure_logging
-
-    configure_logging()
 
 
 def _is_usage_error(e: Exception) -> bool:

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 
 from ..errors import CheckpointError
+from .options import command
 
 app = typer.Typer(
     help="Convert checkpoints between formats (unified ckpt.pt, separated, model-only, "
@@ -90,7 +91,7 @@ def _size(n: int) -> str:
     return str(n)
 
 
-@app.command("unified-to-separated")
+@command(app, "unified-to-separated")
 def unified_to_separated(
     src: Src, dst: Dst, verify: Verify = False, force: Force = False, meta: Meta = None
 ) -> None:
@@ -101,7 +102,7 @@ def unified_to_separated(
     _run(src, dst, "separated", source_format="unified", meta=meta, verify=verify, force=force)
 
 
-@app.command("separated-to-unified")
+@command(app, "separated-to-unified")
 def separated_to_unified(src: Src, dst: Dst, verify: Verify = False, force: Force = False) -> None:
     """Join a separated checkpoint into one nanoGPT-compatible ckpt.pt.
 
@@ -111,7 +112,7 @@ def separated_to_unified(src: Src, dst: Dst, verify: Verify = False, force: Forc
     _run(src, dst, "unified", source_format="separated", verify=verify, force=force)
 
 
-@app.command("to-model-only")
+@command(app, "to-model-only")
 def to_model_only(
     src: Src,
     dst: Dst,
@@ -128,7 +129,7 @@ def to_model_only(
     _run(src, dst, "model-only", dtype=dtype, meta=meta, verify=verify, force=force)
 
 
-@app.command("to-hf")
+@command(app, "to-hf")
 def to_hf(
     src: Src, dst: Dst, verify: Verify = False, force: Force = False, meta: Meta = None
 ) -> None:
@@ -140,7 +141,7 @@ def to_hf(
     _run(src, dst, "huggingface", meta=meta, verify=verify, force=force)
 
 
-@app.command("from-hf")
+@command(app, "from-hf")
 def from_hf(
     src: Annotated[
         str,
@@ -163,7 +164,7 @@ def from_hf(
     )
 
 
-@app.command("info")
+@command(app, "info")
 def info(
     path: Annotated[Path, typer.Argument(help="Checkpoint directory or file, any format.")],
     meta: Meta = None,

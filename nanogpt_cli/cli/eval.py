@@ -133,7 +133,9 @@ def evaluate(
     path = output or _default_output(Path(str(source)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    from ..log import logger
+    from ..log import get_logger
+
+    logger = get_logger(__name__)
 
     logger.info(f"wrote {path}")
 

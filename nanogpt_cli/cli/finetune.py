@@ -31,7 +31,9 @@ def finetune(
       nanogpt finetune --preset finetune-gpt2-xl --dataset mybooks --dropout 0.1
       nanogpt finetune --init-from path/to/hf-folder --max-iters 100
     """
-    from ..log import logger
+    from ..log import get_logger
+
+    logger = get_logger(__name__)
     from ..train import resolve_config
     from ..train import train as run_training
 

@@ -8,6 +8,7 @@ shown in ``--help`` is the value under the command's default preset.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -211,3 +212,67 @@ def with_training_options(
     func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     func.__annotations__ = {p.name: p.annotation for p in params}
     return func
+
+
+# -- output options, on every command ---------------------------------------------------------
+
+Quiet = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Show warnings and errors only, no progress bars.",
+        rich_help_panel="Output",
+    ),
+]
+Verbose = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Show debug messages too.", rich_help_panel="Output"),
+]
+LogJson = Annotated[
+    bool,
+    typer.Option(
+        "--log-json",
+        help="Log one JSON object per line, for machines (as LOG_FORMAT=json).",
+        rich_help_panel="Output",
+    ),
+]
+_OUTPUT_OPTIONS = {"quiet": Quiet, "verbose": Verbose, "log_json": LogJson}
+
+
+def with_output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` with ``--quiet``, ``--verbose`` and ``--log-json``, which configure logging
+    before it runs."""
+    hints = typing.get_type_hints(func, include_extras=True)
+    own = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in inspect.signature(func).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=hint)
+        for name, hint in _OUTPUT_OPTIONS.items()
+    ]
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from ..log import configure_logging
+
+        quiet, verbose, log_json = (kwargs.pop(name, False) for name in _OUTPUT_OPTIONS)
+        configure_logging(quiet=quiet, verbose=verbose, json_lines=True if log_json else None)
+        return func(*args, **kwargs)
+
+    params = own + extra
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run
+
+
+def command(app: typer.Typer, name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """Register a function as command ``name`` of ``app``, with the output options."""
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        app.command(name, **kwargs)(with_output_options(func))
+        return func
+
+    return register

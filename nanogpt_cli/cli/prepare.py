@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .options import DataDir
+from .options import DataDir, command
 
 if TYPE_CHECKING:
     from ..data.build import PrepareResult
@@ -80,7 +80,9 @@ def _report(result: PrepareResult, next_step: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..log import logger
+    from ..log import get_logger
+
+    logger = get_logger(__name__)
 
     table = Table(title=f"{result.name} in {result.path}", title_justify="left")
     for column in ("split", "documents", "tokens", "text bytes", "file"):
@@ -103,7 +105,7 @@ def _report(result: PrepareResult, next_step: str) -> None:
     logger.info(f"next: {next_step}")
 
 
-@app.command("shakespeare-char")
+@command(app, "shakespeare-char")
 def shakespeare_char(source: Source = None, data_dir: DataDir = None, force: Force = False) -> None:
     """Tinyshakespeare, one token per character (nanoGPT's shakespeare_char).
 
@@ -115,7 +117,7 @@ def shakespeare_char(source: Source = None, data_dir: DataDir = None, force: For
     _report(result, "nanogpt train --preset shakespeare-char")
 
 
-@app.command("shakespeare")
+@command(app, "shakespeare")
 def shakespeare(source: Source = None, data_dir: DataDir = None, force: Force = False) -> None:
     """Tinyshakespeare with GPT-2's BPE (nanoGPT's shakespeare), 90/10 split.
 
@@ -127,7 +129,7 @@ def shakespeare(source: Source = None, data_dir: DataDir = None, force: Force = 
     _report(result, "nanogpt finetune --dataset shakespeare")
 
 
-@app.command("text")
+@command(app, "text")
 def text(
     paths: Annotated[
         list[str],
@@ -179,7 +181,7 @@ def text(
     _report(result, f"nanogpt train --dataset {result.name}")
 
 
-@app.command("hf")
+@command(app, "hf")
 def hf(
     source: Annotated[
         str,
@@ -240,7 +242,7 @@ def hf(
     _report(result, f"nanogpt train --dataset {result.name}")
 
 
-@app.command("openwebtext")
+@command(app, "openwebtext")
 def openwebtext(
     source: Annotated[
         str,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .options import complete_preset
+from .options import command, complete_preset
 
 app = typer.Typer(
     help="List presets, or show one as a TOML config file to save and edit.",
@@ -21,7 +21,7 @@ def _model(values: dict[str, object]) -> str:
     return f"{values['n_layer']} x {values['n_embd']}"
 
 
-@app.command("list")
+@command(app, "list")
 def list_presets() -> None:
     """Every preset: built-in ones and your own (TOML files in the presets directory)."""
     from rich.console import Console
@@ -49,7 +49,7 @@ def list_presets() -> None:
     console.print(f"Your own presets: {user_presets_dir()}/NAME.toml (see `nanogpt presets show`)")
 
 
-@app.command("show")
+@command(app, "show")
 def show(
     name: Annotated[
         str, typer.Argument(help="Preset name.", autocompletion=complete_preset, show_default=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -98,6 +100,7 @@ def sample(
       nanogpt sample --checkpoint nanoGPT/out/ckpt.pt --meta nanoGPT/data/shakespeare_char/meta.pkl
       nanogpt sample --init-from gpt2-xl --start "What is the answer to life?"
     """
+    from ..log import get_logger, progress
     from ..sample import Sampler
 
     prompt = _read_prompt(start)
@@ -122,12 +125,31 @@ def sample(
     # The first sample streams as it is generated; the others of the batch follow it.
     rest: list[list[int]] = [[] for _ in range(num_samples - 1)]
     typer.echo(prompt, nl=False)
-    for tokens in stream:
-        ids = tokens.tolist()
-        typer.echo(decode(ids[:1]), nl=False)
-        for i, token in enumerate(ids[1:]):
-            rest[i].append(token)
+    start_time, first_token, generated = time.perf_counter(), None, 0
+    # The text itself shows the progress on a terminal; a bar only when it goes to a file.
+    with progress(
+        "sample", max_new_tokens, "tokens", every=None, show=not sys.stdout.isatty()
+    ) as bar:
+        for tokens in stream:
+            first_token = first_token or time.perf_counter()
+            ids = tokens.tolist()
+            typer.echo(decode(ids[:1]), nl=False)
+            for i, token in enumerate(ids[1:]):
+                rest[i].append(token)
+            generated += 1
+            bar.advance()
     typer.echo("")
+    seconds = time.perf_counter() - start_time
+    if generated:
+        assert first_token is not None
+        rate = generated * num_samples / seconds
+        get_logger(__name__).info(
+            f"{num_samples} x {generated} tokens in {seconds:.2f} s: {rate:,.0f} tokens/s, "
+            f"first after {(first_token - start_time) * 1000:.0f} ms",
+            tokens=generated * num_samples,
+            seconds=seconds,
+            tokens_per_s=rate,
+        )
     for ids in rest:
         typer.echo("---------------")
         typer.echo(prompt + decode(ids))

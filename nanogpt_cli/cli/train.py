@@ -26,7 +26,9 @@ def train(
       nanogpt train --preset shakespeare-char-cpu    (a few minutes on a laptop CPU)
       nanogpt train --max-iters 1000 --resume
     """
-    from ..log import logger
+    from ..log import get_logger
+
+    logger = get_logger(__name__)
     from ..train import resolve_config
     from ..train import train as run_training
 

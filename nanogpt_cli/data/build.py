@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from ..log import logger, progress
+from ..log import get_logger, progress
 from .dataset import META_FILE, SPLITS, TOKEN_BYTES, write_meta
+
+logger = get_logger(__name__)
 
 FORMAT_VERSION = 1
 BATCH_CHARS = 1 << 20  # text per tokenization batch

@@ -95,7 +95,9 @@ def check_tokenizer(
 ) -> None:
     """Refuse to train or evaluate ``model`` (its tokenizer and vocabulary size) on a
     dataset made with another tokenizer, saying how to prepare a matching one."""
-    from ..log import logger
+    from ..log import get_logger
+
+    logger = get_logger(__name__)
 
     if tokenizer is None:
         logger.warning(

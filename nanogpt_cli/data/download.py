@@ -9,8 +9,11 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import DatasetError
-from ..log import logger, progress
+from ..log import get_logger, progress
 from ..paths import cache_root
+
+logger = get_logger(__name__)
+
 
 CHUNK = 1 << 16
 

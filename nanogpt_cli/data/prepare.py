@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import DatasetError
-from ..log import logger
+from ..log import get_logger
 from ..paths import dataset_dir
 from .build import Piece, PrepareResult, existing_dataset, skipped_result, write_dataset
 from .download import download, is_url
 from .sources import DEFAULT_GLOB, TextFile, files_fingerprint, find_files
+
+logger = get_logger(__name__)
 
 __all__ = [
     "PrepareResult",

@@ -33,7 +33,7 @@ from ..config import (
 from ..data.dataset import check_tokenizer, open_dataset
 from ..data.loader import BatchLoader
 from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
-from ..log import logger
+from ..log import Progress, get_logger, progress
 from ..model import GPT
 from .device import (
     autocast,
@@ -47,6 +47,8 @@ from .evaluate import evaluation_windows, split_losses
 from .metrics import MetricsWriter
 from .optim import apply_hyperparameters, build_optimizer, clip_gradients, learning_rate
 from .state import capture_rng, restore_rng
+
+logger = get_logger(__name__)
 
 RUN_CONFIG_FILE = "config.toml"
 # Model fields a resumed run takes from its checkpoint: they fix the weights' shapes.
@@ -159,6 +161,7 @@ class Trainer:
             self.device,
         )
         self.peak = peak_flops(self.device, self.dtype)
+        self._warned_slow = False
         self.tokens_per_iter = (
             cfg.data.batch_size
             * cfg.data.gradient_accumulation_steps
@@ -262,129 +265,12 @@ class Trainer:
         # A fresh run starts a fresh metrics file; resuming or evaluating adds to it.
         append = self.resumed or cfg.eval.eval_only
         metrics = MetricsWriter(self.out_dir / "metrics.jsonl", append=append)
-        saved = False
-        val_loss = train_loss = None
-        flops_per_iter = self.model.flops_per_token() * self.tokens_per_iter
         try:
-            self.model.train()
-            pending_loader_state = self.train_loader.state()
-            x, y = self.train_loader.next()
-            # loss sum, gradient-norm sum, clipped steps: read from the device at log time
-            sums = torch.zeros(3, device=self.device)
-            loss_count = 0
-            t_log, iters_since_log = time.perf_counter(), 0
-            first_iter = state.iter_num
-            warned_slow = False
-            while True:
-                it = state.iter_num
-                lr = learning_rate(it, cfg.optim)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-
-                last = it >= cfg.optim.max_iters
-                # A resumed run does not repeat the evaluation its checkpoint already made.
-                repeat = self.resumed and it == first_iter and not cfg.eval.eval_only
-                if (it % cfg.eval.eval_interval == 0 or last or cfg.eval.eval_only) and not repeat:
-                    losses = self.evaluate()
-                    train_loss, val_loss = losses["train"], losses["val"]
-                    improved = val_loss < state.best_val_loss
-                    logger.info(
-                        f"eval at iter {it}: train loss {train_loss:.4f}, val loss {val_loss:.4f}"
-                        + (" (best)" if improved else "")
-                    )
-                    metrics.write(
-                        "eval",
-                        iter=it,
-                        tokens=state.tokens_seen,
-                        train_loss=train_loss,
-                        val_loss=val_loss,
-                        lr=lr,
-                    )
-                    if improved:
-                        state.best_val_loss = val_loss
-                    if cfg.eval.eval_only:
-                        break
-                    # Never save the untrained model at the start of a fresh run.
-                    if (improved or cfg.eval.always_save_checkpoint) and it > first_iter:
-                        self.save(pending_loader_state)
-                        saved = True
-                    t_log, iters_since_log = time.perf_counter(), 0
-                if last:
-                    break
-
-                for _ in range(cfg.data.gradient_accumulation_steps):
-                    with autocast(self.device, self.dtype):
-                        _, loss = self._forward(x, y)
-                        loss = loss / cfg.data.gradient_accumulation_steps
-                    # Fetch the next batch now: on CUDA its copy overlaps the backward pass.
-                    pending_loader_state = self.train_loader.state()
-                    x, y = self.train_loader.next()
-                    self.scaler.scale(loss).backward()
-                    sums[0] += loss.detach()
-                if cfg.optim.grad_clip > 0:
-                    self.scaler.unscale_(self.optimizer)
-                    norm = clip_gradients(self.params, cfg.optim.grad_clip)
-                    sums[1] += norm
-                    sums[2] += norm > cfg.optim.grad_clip
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                state.iter_num += 1
-                state.tokens_seen += self.tokens_per_iter
-                loss_count += 1
-                iters_since_log += 1
-
-                if state.iter_num % cfg.eval.log_interval == 0:
-                    # The only host-device sync of the loop, once per log interval.
-                    loss_total, norm_total, clipped = sums.tolist()
-                    mean_loss = loss_total / loss_count
-                    grad_norm = norm_total / loss_count if cfg.optim.grad_clip > 0 else None
-                    clip_frac = clipped / loss_count if cfg.optim.grad_clip > 0 else None
-                    sums.zero_()
-                    loss_count = 0
-                    now = time.perf_counter()
-                    dt = (now - t_log) / iters_since_log
-                    t_log, iters_since_log = now, 0
-                    tokens_per_s = self.tokens_per_iter / dt
-                    mfu = flops_per_iter / dt / self.peak if self.peak else None
-                    eta = (cfg.optim.max_iters - state.iter_num) * dt
-                    grad = (
-                        f", grad norm {grad_norm:.2f} (clipped {clip_frac:.0%})"
-                        if grad_norm is not None and clip_frac is not None
-                        else ""
-                    )
-                    logger.info(
-                        f"iter {state.iter_num}: loss {mean_loss:.4f}, lr {lr:.2e}{grad}, "
-                        f"{dt * 1000:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, "
-                        f"mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, eta {_duration(eta)}"
-                    )
-                    metrics.write(
-                        "train",
-                        iter=state.iter_num,
-                        tokens=state.tokens_seen,
-                        loss=mean_loss,
-                        lr=lr,
-                        ms=dt * 1000,
-                        tokens_per_s=tokens_per_s,
-                        mfu=mfu,
-                        grad_norm=grad_norm,
-                        clip_frac=clip_frac,
-                    )
-                    if not warned_slow and self.device.type == "cpu" and eta > 3600:
-                        warned_slow = True
-                        logger.warning(
-                            f"this run will take about {_duration(eta)} on the CPU; "
-                            "a smaller model trains in minutes, e.g. --preset shakespeare-char-cpu"
-                        )
-                    if not math.isfinite(mean_loss):
-                        raise TrainingError(
-                            f"training loss became {mean_loss} at iteration {state.iter_num}; "
-                            "lower --learning-rate or set --grad-clip"
-                        )
-            # A run always leaves a checkpoint behind, even if no evaluation improved.
-            if not saved and not cfg.eval.eval_only and state.iter_num > first_iter:
-                self.save(pending_loader_state)
-                saved = True
+            # On a terminal a live line shows the progress and the per-interval lines go to
+            # --verbose; in a log file those lines are the progress (no bar, no extra lines).
+            with progress("train", total=cfg.optim.max_iters, unit="iters", every=None) as bar:
+                bar.update(completed=state.iter_num)
+                saved, train_loss, val_loss = self._loop(metrics, bar)
         finally:
             metrics.close()
             self.train_loader.close()
@@ -397,6 +283,156 @@ class Trainer:
             saved=saved,
             seconds=time.perf_counter() - start_time,
         )
+
+    def _loop(
+        self, metrics: MetricsWriter, bar: Progress
+    ) -> tuple[bool, float | None, float | None]:
+        """Train to ``max_iters``; returns whether a checkpoint was saved and the last losses."""
+        cfg, state = self.cfg, self.state
+        saved = False
+        val_loss = train_loss = None
+        self.model.train()
+        pending_loader_state = self.train_loader.state()
+        x, y = self.train_loader.next()
+        # loss sum, gradient-norm sum, clipped steps: read from the device at log time
+        sums = torch.zeros(3, device=self.device)
+        loss_count = 0
+        t_log, iters_since_log = time.perf_counter(), 0
+        first_iter = state.iter_num
+        while True:
+            it = state.iter_num
+            lr = learning_rate(it, cfg.optim)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
+            last = it >= cfg.optim.max_iters
+            # A resumed run does not repeat the evaluation its checkpoint already made.
+            repeat = self.resumed and it == first_iter and not cfg.eval.eval_only
+            if (it % cfg.eval.eval_interval == 0 or last or cfg.eval.eval_only) and not repeat:
+                losses = self.evaluate()
+                train_loss, val_loss = losses["train"], losses["val"]
+                improved = val_loss < state.best_val_loss
+                logger.info(
+                    f"eval at iter {it}: train loss {train_loss:.4f}, val loss {val_loss:.4f}"
+                    + (" (best)" if improved else "")
+                )
+                metrics.write(
+                    "eval",
+                    iter=it,
+                    tokens=state.tokens_seen,
+                    train_loss=train_loss,
+                    val_loss=val_loss,
+                    lr=lr,
+                )
+                if improved:
+                    state.best_val_loss = val_loss
+                if cfg.eval.eval_only:
+                    break
+                # Never save the untrained model at the start of a fresh run.
+                if (improved or cfg.eval.always_save_checkpoint) and it > first_iter:
+                    self.save(pending_loader_state)
+                    saved = True
+                t_log, iters_since_log = time.perf_counter(), 0
+            if last:
+                break
+
+            for _ in range(cfg.data.gradient_accumulation_steps):
+                with autocast(self.device, self.dtype):
+                    _, loss = self._forward(x, y)
+                    loss = loss / cfg.data.gradient_accumulation_steps
+                # Fetch the next batch now: on CUDA its copy overlaps the backward pass.
+                pending_loader_state = self.train_loader.state()
+                x, y = self.train_loader.next()
+                self.scaler.scale(loss).backward()
+                sums[0] += loss.detach()
+            if cfg.optim.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                norm = clip_gradients(self.params, cfg.optim.grad_clip)
+                sums[1] += norm
+                sums[2] += norm > cfg.optim.grad_clip
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            state.iter_num += 1
+            state.tokens_seen += self.tokens_per_iter
+            loss_count += 1
+            iters_since_log += 1
+            bar.advance()
+
+            if state.iter_num % cfg.eval.log_interval == 0:
+                # The only host-device sync of the loop, once per log interval.
+                loss_total, norm_total, clipped = sums.tolist()
+                sums.zero_()
+                now = time.perf_counter()
+                self._report(
+                    metrics,
+                    bar,
+                    lr=lr,
+                    loss=loss_total / loss_count,
+                    grad_norm=norm_total / loss_count if cfg.optim.grad_clip > 0 else None,
+                    clip_frac=clipped / loss_count if cfg.optim.grad_clip > 0 else None,
+                    dt=(now - t_log) / iters_since_log,
+                )
+                loss_count = 0
+                t_log, iters_since_log = now, 0
+        # A run always leaves a checkpoint behind, even if no evaluation improved.
+        if not saved and not cfg.eval.eval_only and state.iter_num > first_iter:
+            self.save(pending_loader_state)
+            saved = True
+        return saved, train_loss, val_loss
+
+    def _report(
+        self,
+        metrics: MetricsWriter,
+        bar: Progress,
+        *,
+        lr: float,
+        loss: float,
+        grad_norm: float | None,
+        clip_frac: float | None,
+        dt: float,
+    ) -> None:
+        """The log line, metrics record and progress status of one log interval."""
+        state, cfg = self.state, self.cfg
+        tokens_per_s = self.tokens_per_iter / dt
+        flops_per_iter = self.model.flops_per_token() * self.tokens_per_iter
+        mfu = flops_per_iter / dt / self.peak if self.peak else None
+        eta = (cfg.optim.max_iters - state.iter_num) * dt
+        grad = (
+            f", grad norm {grad_norm:.2f} (clipped {clip_frac:.0%})"
+            if grad_norm is not None and clip_frac is not None
+            else ""
+        )
+        line = (
+            f"iter {state.iter_num}: loss {loss:.4f}, lr {lr:.2e}{grad}, "
+            f"{dt * 1000:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, "
+            f"mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, eta {_duration(eta)}"
+        )
+        (logger.debug if bar.live else logger.info)(line)
+        bar.status(f"loss {loss:.4f}  {tokens_per_s:,.0f} tok/s  {dt * 1000:.1f} ms/it")
+        metrics.write(
+            "train",
+            iter=state.iter_num,
+            tokens=state.tokens_seen,
+            loss=loss,
+            lr=lr,
+            ms=dt * 1000,
+            tokens_per_s=tokens_per_s,
+            mfu=mfu,
+            grad_norm=grad_norm,
+            clip_frac=clip_frac,
+        )
+        if not self._warned_slow and self.device.type == "cpu" and eta > 3600:
+            self._warned_slow = True
+            logger.warning(
+                f"this run will take about {_duration(eta)} on the CPU; "
+                "a smaller model trains in minutes, e.g. --preset shakespeare-char-cpu"
+            )
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"training loss became {loss} at iteration {state.iter_num}; "
+                "lower --learning-rate or set --grad-clip"
+            )
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.forward_model is self.model:

@@ -21,8 +21,10 @@ from ..data.dataset import SPLITS, Dataset, check_tokenizer, open_dataset
 from ..data.loader import fixed_windows
 from ..data.tokenizer import token_byte_lengths
 from ..errors import ConfigError
-from ..log import logger
+from ..log import get_logger, progress
 from .device import autocast, resolve_device, resolve_dtype
+
+logger = get_logger(__name__)
 
 EVAL_CHUNK_TOKENS = 1 << 12  # tokens per evaluation forward pass (measured best on CPU)
 EVAL_CHUNK_LOGIT_BYTES = 1 << 28  # cap on the logits tensor of one evaluation pass
@@ -69,13 +71,17 @@ def split_losses(
         ),
     )
     losses = {}
-    for split, w in windows.items():
-        total = torch.zeros((), device=device, dtype=torch.float64)
-        for chunk in w.split(rows):
-            with autocast(device, dtype):
-                _, loss = model(chunk[:, :-1], chunk[:, 1:])
-            total += loss.double() * chunk.size(0)
-        losses[split] = (total / w.size(0)).item()
+    passes = sum(-(-w.size(0) // rows) for w in windows.values())
+    with progress("eval", total=passes) as bar:
+        for split, w in windows.items():
+            bar.describe(f"eval {split}")
+            total = torch.zeros((), device=device, dtype=torch.float64)
+            for chunk in w.split(rows):
+                with autocast(device, dtype):
+                    _, loss = model(chunk[:, :-1], chunk[:, 1:])
+                total += loss.double() * chunk.size(0)
+                bar.advance()
+            losses[split] = (total / w.size(0)).item()
     model.train(was_training)
     return losses
 
