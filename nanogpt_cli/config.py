@@ -31,6 +31,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 Activation = Literal["gelu", "gelu_tanh"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 SaveFormat = Literal["separated", "unified", "model-only"]
+TrackerName = Literal["none", "tensorboard", "wandb"]
 
 DEFAULT_PRESET = "shakespeare-char"
 
@@ -117,6 +118,15 @@ class EvalConfig:
         "Checkpoint files: separated (safetensors + optimizer.pt), unified (nanoGPT's ckpt.pt) "
         "or model-only (cannot resume).",
         shortcuts={"save_separate_optimizer": "separated", "save_model_only": "model-only"},
+    )
+    tracker: TrackerName = opt(
+        "none",
+        "Also send metrics to tensorboard (out_dir/tensorboard) or wandb (Weights & Biases); "
+        "each needs its extra: pip install 'nanogpt-cli[tensorboard]'.",
+    )
+    wandb_project: str = opt("nanogpt", "Weights & Biases project, with --tracker wandb.")
+    wandb_run_name: str | None = opt(
+        None, "Weights & Biases run name, with --tracker wandb.", default_text="out_dir's name"
     )
 
 

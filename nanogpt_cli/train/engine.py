@@ -47,6 +47,7 @@ from .evaluate import evaluation_windows, split_losses
 from .metrics import MetricsWriter
 from .optim import apply_hyperparameters, build_optimizer, clip_gradients, learning_rate
 from .state import capture_rng, restore_rng
+from .trackers import make_tracker
 
 logger = get_logger(__name__)
 
@@ -264,7 +265,17 @@ class Trainer:
         write_run_config(self.out_dir / RUN_CONFIG_FILE, cfg)
         # A fresh run starts a fresh metrics file; resuming or evaluating adds to it.
         append = self.resumed or cfg.eval.eval_only
-        metrics = MetricsWriter(self.out_dir / "metrics.jsonl", append=append)
+        tracker = make_tracker(
+            cfg.eval.tracker,
+            self.out_dir,
+            cfg.to_dict(),
+            project=cfg.eval.wandb_project,
+            run_name=cfg.eval.wandb_run_name,
+            resumed=self.resumed,
+        )
+        metrics = MetricsWriter(
+            self.out_dir / "metrics.jsonl", append=append, trackers=[tracker] if tracker else []
+        )
         try:
             # On a terminal a live line shows the progress and the per-interval lines go to
             # --verbose; in a log file those lines are the progress (no bar, no extra lines).
