@@ -67,7 +67,9 @@ class DataConfig:
     """Which data to train on and how much of it per step."""
 
     dataset: str = opt(
-        "openwebtext", "Prepared dataset name (see `nanogpt prepare`) or its directory."
+        "openwebtext",
+        "Prepared dataset name (see `nanogpt prepare`) or its directory.",
+        complete="dataset",
     )
     data_dir: str | None = opt(
         None,
@@ -98,7 +100,7 @@ class OptimConfig:
 class EvalConfig:
     """Evaluation, logging and checkpoints."""
 
-    out_dir: str = opt("out", "Directory for checkpoints and metrics.jsonl.")
+    out_dir: str = opt("out", "Directory for checkpoints and metrics.jsonl.", complete="checkpoint")
     eval_interval: int = opt(2000, "Evaluate train/val loss every this many steps.")
     eval_iters: int = opt(200, "Batches per split in each evaluation.")
     log_interval: int = opt(1, "Log training loss every this many steps.")
@@ -112,6 +114,7 @@ class EvalConfig:
     init_from: str = opt(
         "scratch",
         "Start from: scratch, gpt2[-medium|-large|-xl] (hub), or a checkpoint/HF folder path.",
+        complete="init_from",
     )
     save_format: SaveFormat = opt(
         "separated",
@@ -186,6 +189,7 @@ class OptionSpec:
     default_text: str | None
     # Flags that set this option to a value: {"save_model_only": "model-only"}.
     shortcuts: tuple[tuple[str, Any], ...] = ()
+    complete: str | None = None  # what shell completion offers: dataset, checkpoint, ...
 
     @property
     def flag(self) -> str:
@@ -224,6 +228,7 @@ def option_specs() -> list[OptionSpec]:
                     help=f.metadata["help"],
                     default_text=f.metadata.get("default_text"),
                     shortcuts=tuple(f.metadata.get("shortcuts", {}).items()),
+                    complete=f.metadata.get("complete"),
                 )
             )
     return specs

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 
 from ..errors import CheckpointError
+from .complete import complete_checkpoint
 from .options import command
 
 app = typer.Typer(
@@ -17,7 +18,12 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Src = Annotated[Path, typer.Argument(help="Source checkpoint: a directory or a file.")]
+Src = Annotated[
+    Path,
+    typer.Argument(
+        help="Source checkpoint: a directory or a file.", autocompletion=complete_checkpoint
+    ),
+]
 Dst = Annotated[Path, typer.Argument(help="Destination directory (or .pt file for unified).")]
 Verify = Annotated[
     bool,
@@ -166,7 +172,12 @@ def from_hf(
 
 @command(app, "info")
 def info(
-    path: Annotated[Path, typer.Argument(help="Checkpoint directory or file, any format.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Checkpoint directory or file, any format.", autocompletion=complete_checkpoint
+        ),
+    ],
     meta: Meta = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import DataDir, MaybeDevice, MaybeDType, complete_preset
+from .complete import complete_checkpoint, complete_dataset, complete_init_from, complete_preset
+from .options import DataDir, MaybeDevice, MaybeDType
 
 
 def evaluate(
@@ -18,6 +19,7 @@ def evaluate(
             "--checkpoint",
             help="Checkpoint directory or file, any format (nanoGPT's ckpt.pt and Hugging "
             "Face folders too).",
+            autocompletion=complete_checkpoint,
             show_default=False,
         ),
     ] = None,
@@ -27,6 +29,7 @@ def evaluate(
             "--init-from",
             help="A GPT-2 size (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a path, instead "
             "of --checkpoint.",
+            autocompletion=complete_init_from,
             show_default=False,
         ),
     ] = None,
@@ -35,6 +38,7 @@ def evaluate(
         typer.Option(
             "--dataset",
             help="Prepared dataset name or directory.",
+            autocompletion=complete_dataset,
             show_default="the checkpoint's, or the preset's",
         ),
     ] = None,

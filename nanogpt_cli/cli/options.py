@@ -27,9 +27,9 @@ from ..config import (
     device_problem,
     option_flag,
     option_specs,
-    preset_names,
     preset_values,
 )
+from .complete import COMPLETERS, complete_preset
 
 
 def _check_device(value: str | None) -> str | None:
@@ -81,10 +81,6 @@ DataDir = Annotated[
         show_default="$NANOGPT_DATA_DIR or user data dir",
     ),
 ]
-
-
-def complete_preset(incomplete: str) -> list[str]:
-    return [name for name in preset_names() if name.startswith(incomplete)]
 
 
 def preset_option(default: str) -> Any:
@@ -144,6 +140,8 @@ def _annotation(spec: OptionSpec, defaults: TrainConfig) -> Any:
     elif typing.get_origin(base) is typing.Literal:
         # Spelled out: the underscore-to-dash normalisation would show gelu_tanh as gelu-tanh.
         extra["metavar"] = "|".join(typing.get_args(base))
+    if spec.complete is not None:
+        extra["autocompletion"] = COMPLETERS[spec.complete]
     return Annotated[
         Optional[base],
         typer.Option(

@@ -7,12 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from .complete import complete_run
+
 
 def plot(
     run_dirs: Annotated[
         list[Path],
         typer.Argument(
             help="Run directories (the --out-dir of nanogpt train), each with a metrics.jsonl.",
+            autocompletion=complete_run,
             show_default=False,
         ),
     ],

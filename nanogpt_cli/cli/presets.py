@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from .options import command, complete_preset
+from .complete import complete_preset
+from .options import command
 
 app = typer.Typer(
     help="List presets, or show one as a TOML config file to save and edit.",

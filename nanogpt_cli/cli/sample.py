@@ -11,6 +11,7 @@ import typer
 
 from ..config import DEFAULT_PRESET, preset_values
 from ..errors import ConfigError
+from .complete import complete_checkpoint, complete_init_from
 from .options import Device, DType
 
 DEFAULT_OUT_DIR = preset_values(DEFAULT_PRESET)["out_dir"]
@@ -19,7 +20,12 @@ DEFAULT_TOP_K = 200
 
 def sample(
     out_dir: Annotated[
-        Path, typer.Option("--out-dir", help="Run directory whose checkpoint to load.")
+        Path,
+        typer.Option(
+            "--out-dir",
+            help="Run directory whose checkpoint to load.",
+            autocompletion=complete_checkpoint,
+        ),
     ] = Path(DEFAULT_OUT_DIR),
     checkpoint: Annotated[
         Optional[Path],
@@ -27,6 +33,7 @@ def sample(
             "--checkpoint",
             help="Checkpoint directory or file, any format (nanoGPT's ckpt.pt and Hugging "
             "Face folders too); overrides --out-dir.",
+            autocompletion=complete_checkpoint,
             show_default=False,
         ),
     ] = None,
@@ -36,6 +43,7 @@ def sample(
             "--init-from",
             help="A GPT-2 size (gpt2, gpt2-medium, gpt2-large, gpt2-xl; from the Hugging Face "
             "hub or its cache) or a path; overrides --out-dir.",
+            autocompletion=complete_init_from,
             show_default=False,
         ),
     ] = None,

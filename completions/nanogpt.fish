@@ -1,0 +1,1 @@
+complete --command nanogpt --no-files --arguments "(env _NANOGPT_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) nanogpt)" --condition "env _NANOGPT_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) nanogpt"
