@@ -1,0 +1,69 @@
+"""The docs match the code: the options reference is generated, and every `nanogpt` command
+shown in README.md and docs/ names a real command with real options."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# Flags the docs show on purpose as mistakes (the error examples).
+WRONG_ON_PURPOSE = {"--batch-sz"}
+
+
+def test_configuration_reference_is_generated_from_the_dataclasses() -> None:
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import update_options
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert update_options.with_reference(text) == text, "run python docs/update_options.py"
+
+
+def test_reference_lists_every_option() -> None:
+    from nanogpt_cli.config import option_specs, options_reference
+
+    reference = options_reference()
+    for spec in option_specs():
+        assert f"| `{spec.flag}`" in reference, spec.flag
+        assert spec.help.replace("|", "\\|") in reference, spec.flag
+
+
+def command_lines() -> list[tuple[str, str]]:
+    found = []
+    for doc in DOCS:
+        for line in doc.read_text(encoding="utf-8").splitlines():
+            if line.startswith("$ nanogpt"):
+                found.append((doc.name, line[2:]))
+    return found
+
+
+def _resolve(root: Any, words: list[str]) -> tuple[Any, list[str]]:
+    cmd = root
+    while words and getattr(cmd, "commands", None) and words[0] in cmd.commands:
+        cmd = cmd.commands[words.pop(0)]
+    return cmd, words
+
+
+@pytest.mark.parametrize(("doc", "line"), command_lines())
+def test_documented_commands_exist_with_their_options(doc: str, line: str) -> None:
+    from typer.main import get_command
+
+    from nanogpt_cli.cli.app import app
+
+    # Synopsis lines ("[--source PATH_OR_URL]") are checked without their brackets.
+    words = [w.strip("[]") for w in shlex.split(line, comments=True)[1:]]
+    cmd, rest = _resolve(get_command(app), words)
+    assert not getattr(cmd, "commands", None), f"{doc}: `{line}` names no command"
+    known = {opt for param in cmd.params for opt in (*param.opts, *param.secondary_opts)}
+    known |= {"--help", "-h"}
+    for word in rest:
+        flag = word.split("=", 1)[0]
+        if flag.startswith("-") and flag not in WRONG_ON_PURPOSE and flag != "--OPTION":
+            assert flag.replace("_", "-") in known, f"{doc}: `{line}`: {cmd.name} has no {flag}"
