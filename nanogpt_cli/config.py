@@ -12,7 +12,6 @@ This module must stay importable without torch: ``nanogpt --help`` reads it.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import sys
 import typing
@@ -22,11 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 Activation = Literal["gelu", "gelu_tanh"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -343,8 +337,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_KEYS = ("description", "extends")  # what a preset file holds besides options
 
 
+def _toml() -> Any:
+    """The TOML reader, imported when a file is read (``nanogpt --help`` reads none)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
+    return tomllib
+
+
 def read_preset_file(path: Path) -> dict[str, Any]:
     """A user's preset: a TOML file of options, plus ``description`` and ``extends``."""
+    tomllib = _toml()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -488,6 +492,7 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], list[str]]:
     Returns the values and the problems found (unknown keys, wrong types).
     """
     path = Path(path)
+    tomllib = _toml()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -665,6 +670,8 @@ def validate(cfg: TrainConfig) -> list[str]:
 
 
 def _suggest(word: str, candidates: Mapping[str, Any] | list[str]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(word, list(candidates), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
 

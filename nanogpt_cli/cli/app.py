@@ -68,7 +68,17 @@ def _is_usage_error(e: Exception) -> bool:
 
 
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
+    """Print ``message`` as one line on stderr ("error:" in red on a terminal), then exit."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"[bold red]error:[/bold red] {escape(line)}"
+        )
+    else:
+        typer.echo(f"error: {line}", err=True)
     sys.exit(code)
 
 
