@@ -422,7 +422,7 @@ def progress(
         columns += [MofNCompleteColumn()]
         if unit:
             columns.append(TextColumn(unit))
-    columns += [TextColumn("{task.fields[status]}"), TimeRemainingColumn()]
+    columns += [TextColumn("{task.fields[status]}"), TextColumn("eta"), TimeRemainingColumn()]
     # A few refreshes a second: each one is drawn while holding the GIL.
     display = RichProgress(*columns, console=_console(), transient=True, refresh_per_second=4)
     with display:

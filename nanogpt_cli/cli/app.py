@@ -18,7 +18,9 @@ DEBUG_ENV = "NANOGPT_DEBUG"
 
 app = typer.Typer(
     name="nanogpt",
-    help="Prepare data for, train, finetune, evaluate, sample and convert GPT models.",
+    help="Prepare data for, train, finetune, evaluate, sample and convert GPT models.\n\n"
+    "First minutes: nanogpt prepare shakespeare-char, nanogpt train (on a CPU: --preset "
+    "shakespeare-char-cpu), nanogpt sample.",
     no_args_is_help=True,
     # nanoGPT's spelling --batch_size=32 works as well as --batch-size 32.
     context_settings={
@@ -53,10 +55,7 @@ def root(
         ),
     ] = None,
 ) -> None:
-    """Prepare data for, train, sample and convert GPT models.
-
-    First minutes: nanogpt prepare shakespeare-char; nanogpt train; nanogpt sample
-    """
+    """The options every invocation takes; the commands do the work."""
 
 
 def _is_usage_error(e: Exception) -> bool:

@@ -114,7 +114,7 @@ def shakespeare_char(source: Source = None, data_dir: DataDir = None, force: For
     from ..data.prepare import prepare_shakespeare_char
 
     result = prepare_shakespeare_char(source=source, data_dir=data_dir, force=force)
-    _report(result, "nanogpt train --preset shakespeare-char")
+    _report(result, "nanogpt train (on a CPU: nanogpt train --preset shakespeare-char-cpu)")
 
 
 @command(app, "shakespeare")

@@ -151,9 +151,10 @@ def sample(
     if generated:
         assert first_token is not None
         rate = generated * num_samples / seconds
+        what = f"{num_samples} samples x {generated}" if num_samples > 1 else f"{generated}"
         get_logger(__name__).info(
-            f"{num_samples} x {generated} tokens in {seconds:.2f} s: {rate:,.0f} tokens/s, "
-            f"first after {(first_token - start_time) * 1000:.0f} ms",
+            f"{what} tokens in {seconds:.2f} s ({rate:,.0f} tokens/s, first after "
+            f"{(first_token - start_time) * 1000:.0f} ms)",
             tokens=generated * num_samples,
             seconds=seconds,
             tokens_per_s=rate,

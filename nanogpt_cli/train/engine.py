@@ -420,7 +420,7 @@ class Trainer:
             f"mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, eta {_duration(eta)}"
         )
         (logger.debug if bar.live else logger.info)(line)
-        bar.status(f"loss {loss:.4f}  {tokens_per_s:,.0f} tok/s  {dt * 1000:.1f} ms/it")
+        bar.status(f"loss {loss:.4f} · {tokens_per_s:,.0f} tok/s · {dt * 1000:.1f} ms/it ·")
         metrics.write(
             "train",
             iter=state.iter_num,
