@@ -139,9 +139,7 @@ def evaluate(
     path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     from ..log import get_logger
 
-    logger = get_logger(__name__)
-
-    logger.info(f"wrote {path}")
+    get_logger(__name__).info(f"wrote {path}")
 
 
 def _default_output(source: Path) -> Path:
@@ -164,10 +162,11 @@ def _print_table(report: object) -> None:
 
     assert isinstance(report, EvalReport)
     table = Table(
-        title=f"{report.model} on {report.dataset}: {report.eval_iters} x {report.batch_size} "
-        f"windows of {report.block_size} tokens, seed {report.seed}, {report.device} "
-        f"{report.dtype}",
+        title=f"{report.model} on {report.dataset}",
         title_justify="left",
+        caption=f"{report.eval_iters} x {report.batch_size} windows of {report.block_size} "
+        f"tokens, seed {report.seed}, {report.device} {report.dtype}",
+        caption_justify="left",
     )
     for column in ("split", "loss", "perplexity", "bits/byte", "tokens", "bytes"):
         table.add_column(column, justify="left" if column == "split" else "right")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import typer
-
 from .options import ConfigFile, PrintConfig, preset_option, with_training_options
 
 FINETUNE_PRESET = "finetune-gpt2"
@@ -31,27 +29,9 @@ def finetune(
       nanogpt finetune --preset finetune-gpt2-xl --dataset mybooks --dropout 0.1
       nanogpt finetune --init-from path/to/hf-folder --max-iters 100
     """
-    from ..log import get_logger
+    from .train import run
 
-    logger = get_logger(__name__)
-    from ..train import resolve_config
-    from ..train import train as run_training
-
-    cfg = resolve_config(preset, config, options, default_preset=FINETUNE_PRESET)
-    if print_config:
-        from ..config import config_toml
-
-        typer.echo(config_toml(cfg), nl=False)
-        return
-    result = run_training(cfg)
-    if cfg.eval.eval_only:
-        return
-    best = f"{result.best_val_loss:.4f}" if result.best_val_loss < float("inf") else "n/a"
-    logger.info(
-        f"done: iteration {result.iter_num} in {result.seconds:.1f} s, best val loss {best}; "
-        f"checkpoint in {result.out_dir}"
-    )
-    logger.info(f"next: nanogpt sample --out-dir {result.out_dir}")
+    run(preset, config, print_config, options, default_preset=FINETUNE_PRESET)
 
 
 with_training_options(finetune, preset=FINETUNE_PRESET)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
 
+from ..config import DEFAULT_PRESET
 from .options import ConfigFile, Preset, PrintConfig, with_training_options
 
 
@@ -26,21 +28,30 @@ def train(
       nanogpt train --preset shakespeare-char-cpu    (a few minutes on a laptop CPU)
       nanogpt train --max-iters 1000 --resume
     """
-    from ..log import get_logger
+    run(preset, config, print_config, options)
 
-    logger = get_logger(__name__)
+
+def run(
+    preset: str | None,
+    config: Path | None,
+    print_config: bool,
+    options: dict[str, Any],
+    default_preset: str = DEFAULT_PRESET,
+) -> None:
+    """Resolve the options, then print them (``--print-config``) or train and report."""
+    from ..config import config_toml
+    from ..log import get_logger
     from ..train import resolve_config
     from ..train import train as run_training
 
-    cfg = resolve_config(preset, config, options)
+    cfg = resolve_config(preset, config, options, default_preset=default_preset)
     if print_config:
-        from ..config import config_toml
-
         typer.echo(config_toml(cfg), nl=False)
         return
     result = run_training(cfg)
     if cfg.eval.eval_only:
         return
+    logger = get_logger(__name__)
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss < float("inf") else "n/a"
     logger.info(
         f"done: iteration {result.iter_num} in {result.seconds:.1f} s, best val loss {best}; "
