@@ -141,10 +141,6 @@ class Logger:
     def error(self, message: str, **fields: Any) -> None:
         self._emit("ERROR", message, fields)
 
-    def enabled(self, level: str) -> bool:
-        """Whether a record at ``level`` would be shown."""
-        return LEVELS.index(level) >= LEVELS.index(_settings.level)
-
     def metric(self, name: str, value: float | int, unit: str = "", **fields: Any) -> None:
         """A measured value: ``loss: 1.2345``, ``throughput: 6,512 tokens/s``."""
         shown = f"{name}: {_number(value)}" + (f" {unit}" if unit else "")
@@ -364,9 +360,8 @@ class _Lines:
             return
         assert self.every is not None
         self._next = now + self.every
-        unit = "bytes" if self.unit == "bytes" else self.unit
         fields = {"status": self._status} if self._status else {}
-        self._log.progress(self.label, self.completed, self.total, unit, **fields)
+        self._log.progress(self.label, self.completed, self.total, self.unit, **fields)
 
 
 _live: Any = None  # the rich Progress on screen, which nested operations add their tasks to
