@@ -36,7 +36,6 @@ from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
 from ..log import Progress, get_logger, progress
 from ..model import GPT
 from .device import (
-    autocast,
     peak_flops,
     resolve_device,
     resolve_dtype,
@@ -45,8 +44,9 @@ from .device import (
 )
 from .evaluate import evaluation_windows, split_losses
 from .metrics import MetricsWriter
-from .optim import apply_hyperparameters, build_optimizer, clip_gradients, learning_rate
+from .optim import apply_hyperparameters, build_optimizer, learning_rate
 from .state import capture_rng, restore_rng
+from .step import TrainStep
 from .trackers import make_tracker
 
 logger = get_logger(__name__)
@@ -133,7 +133,6 @@ class Trainer:
         if init is not None:
             self._load_initial_weights(init)
         self.model.to(self.device)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.state = TrainState()
@@ -147,10 +146,16 @@ class Trainer:
         self.resumed = resume_from is not None
         if resume_from is not None:
             self._restore(resume_from)
-        self.forward_model: Any = self.model
-        self.compiled = use_compile(cfg.system.compile, self.device)
-        if self.compiled:
-            self.forward_model = torch.compile(self.model)
+        self.step = TrainStep(
+            self.model,
+            self.optimizer,
+            self.scaler,
+            grad_accum=cfg.data.gradient_accumulation_steps,
+            grad_clip=cfg.optim.grad_clip,
+            device=self.device,
+            dtype=self.dtype,
+            compile=use_compile(cfg.system.compile, self.device),
+        )
         # Evaluation uses the same windows every time: evaluations are comparable with each
         # other, cost no loader work, and leave the training batch stream untouched.
         self.eval_windows = evaluation_windows(
@@ -259,7 +264,8 @@ class Trainer:
         n_params = self.model.num_params()
         logger.info(
             f"training {n_params / 1e6:.2f}M parameters on {self.device} ({_dtype_name(self.dtype)}"
-            f"{', compiled' if self.compiled else ''}), {self.tokens_per_iter:,} tokens per step, "
+            f"{', compiled' if self.step.compiled else ''}), {self.tokens_per_iter:,} tokens per "
+            "step, "
             f"dataset {self.dataset.name}"
         )
         write_run_config(self.out_dir / RUN_CONFIG_FILE, cfg)
@@ -305,9 +311,13 @@ class Trainer:
         self.model.train()
         pending_loader_state = self.train_loader.state()
         x, y = self.train_loader.next()
-        # loss sum, gradient-norm sum, clipped steps: read from the device at log time
-        sums = torch.zeros(3, device=self.device)
-        loss_count = 0
+
+        def fetch() -> tuple[torch.Tensor, torch.Tensor]:
+            # The loader's state before each batch: a checkpoint resumes by drawing it again.
+            nonlocal pending_loader_state
+            pending_loader_state = self.train_loader.state()
+            return self.train_loader.next()
+
         t_log, iters_since_log = time.perf_counter(), 0
         first_iter = state.iter_num
         while True:
@@ -347,44 +357,24 @@ class Trainer:
             if last:
                 break
 
-            for _ in range(cfg.data.gradient_accumulation_steps):
-                with autocast(self.device, self.dtype):
-                    _, loss = self._forward(x, y)
-                    loss = loss / cfg.data.gradient_accumulation_steps
-                # Fetch the next batch now: on CUDA its copy overlaps the backward pass.
-                pending_loader_state = self.train_loader.state()
-                x, y = self.train_loader.next()
-                self.scaler.scale(loss).backward()
-                sums[0] += loss.detach()
-            if cfg.optim.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                norm = clip_gradients(self.params, cfg.optim.grad_clip)
-                sums[1] += norm
-                sums[2] += norm > cfg.optim.grad_clip
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+            x, y = self.step(x, y, fetch)
             state.iter_num += 1
             state.tokens_seen += self.tokens_per_iter
-            loss_count += 1
             iters_since_log += 1
             bar.advance()
 
             if state.iter_num % cfg.eval.log_interval == 0:
-                # The only host-device sync of the loop, once per log interval.
-                loss_total, norm_total, clipped = sums.tolist()
-                sums.zero_()
+                loss, grad_norm, clip_frac = self.step.read()
                 now = time.perf_counter()
                 self._report(
                     metrics,
                     bar,
                     lr=lr,
-                    loss=loss_total / loss_count,
-                    grad_norm=norm_total / loss_count if cfg.optim.grad_clip > 0 else None,
-                    clip_frac=clipped / loss_count if cfg.optim.grad_clip > 0 else None,
+                    loss=loss,
+                    grad_norm=grad_norm,
+                    clip_frac=clip_frac,
                     dt=(now - t_log) / iters_since_log,
                 )
-                loss_count = 0
                 t_log, iters_since_log = now, 0
         # A run always leaves a checkpoint behind, even if no evaluation improved.
         if not saved and not cfg.eval.eval_only and state.iter_num > first_iter:
@@ -444,17 +434,6 @@ class Trainer:
                 f"training loss became {loss} at iteration {state.iter_num}; "
                 "lower --learning-rate or set --grad-clip"
             )
-
-    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.forward_model is self.model:
-            return self.model(x, y)
-        try:
-            return self.forward_model(x, y)
-        except Exception as e:  # compilation happens on the first call, and can fail there
-            logger.warning(f"torch.compile failed, continuing without it: {_first_line(e)}")
-            self.forward_model = self.model
-            self.compiled = False
-            return self.model(x, y)
 
     def evaluate(self) -> dict[str, float]:
         """Mean loss over the fixed evaluation windows of each split."""
@@ -532,8 +511,3 @@ def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
