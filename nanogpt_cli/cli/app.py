@@ -11,7 +11,7 @@ import typer
 
 from .. import __version__
 from ..errors import NanoGPTError
-from . import convert, eval, finetune, plot, prepare, presets, sample, train
+from . import bench, convert, eval, finetune, plot, prepare, presets, sample, train
 from .options import command
 
 DEBUG_ENV = "NANOGPT_DEBUG"
@@ -35,6 +35,7 @@ command(app, "finetune")(finetune.finetune)
 command(app, "sample")(sample.sample)
 command(app, "eval")(eval.evaluate)
 command(app, "plot")(plot.plot)
+app.add_typer(bench.app, name="bench")
 app.add_typer(presets.app, name="presets")
 app.add_typer(convert.app, name="convert-checkpoint")
 app.add_typer(convert.app, name="convert", hidden=True)
