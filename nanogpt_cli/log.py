@@ -105,7 +105,7 @@ def configure_logging(
     if _rank() > 0 and LEVELS.index(name) < LEVELS.index("ERROR"):
         name = "ERROR"  # the other ranks would repeat rank 0's lines
     _settings.level, _settings.format, _settings.theme = name, fmt, theme  # type: ignore[assignment]
-    _settings.color = fmt == "text" and theme != "mono" and _color_wanted()
+    _settings.color = fmt == "text" and theme != "mono" and color_wanted()
     _loguru.remove()
     if fmt == "json":
         _loguru.add(_json_sink, level=name, format="{message}", colorize=False)
@@ -198,8 +198,8 @@ class _Stderr:
 def _text_format(record: Mapping[str, Any]) -> str:
     extra = record["extra"]
     if extra.get("raw") is not None:
-        # Braces in a rendered table must not be read as format fields.
-        return extra["raw"].replace("{", "{{").replace("}", "}}").replace("<", r"\<") + "\n"
+        # Substituted, not parsed: rendered tables keep their braces, tags and backslashes.
+        return "{extra[raw]}\n"
     colors = THEMES[_settings.theme]
     level = record["level"].name
 
@@ -228,14 +228,38 @@ def _json_sink(message: Any) -> None:
         "message": record["message"],
     }
     for key, value in (extra.get("fields") or {}).items():
-        obj[key] = None if isinstance(value, float) and not math.isfinite(value) else value
+        # A field never replaces the record's own keys: it is renamed instead.
+        obj[f"{key}_" if key in _RESERVED else key] = _plain(value)
     if record["exception"] is not None:
         error = record["exception"]
         obj["exception"] = f"{error.type.__name__}: {error.value}"
-    sys.stderr.write(json.dumps(obj, default=str) + "\n")
+    sys.stderr.write(json.dumps(obj, allow_nan=False) + "\n")
 
 
-def _color_wanted() -> bool:
+_RESERVED = ("time", "level", "logger", "message", "exception")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as strict JSON: non-finite floats become null, anything else not JSON
+    becomes its text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def output_format() -> Format:
+    """``text`` or ``json``: how records are written now."""
+    return _settings.format
+
+
+def color_wanted() -> bool:
+    """Colours on stderr: only on a terminal, and not under ``$NO_COLOR``."""
     return "NO_COLOR" not in os.environ and sys.stderr.isatty()
 
 
@@ -394,7 +418,7 @@ def progress(
         yield _Lines(label, total, unit, every, _progress_log)
         return
     if _live is not None:
-        task = _live.add_task(label, total=total, status="")
+        task = _live.add_task(label, total=total, status="", unit=unit)
         try:
             yield _Bar(_live, task)
         finally:
@@ -410,20 +434,23 @@ def progress(
     )
     from rich.progress import Progress as RichProgress
 
-    columns: list[Any] = [TextColumn("{task.description}"), BarColumn()]
+    # Descriptions hold file names: shown as they are, never read as rich markup.
+    columns: list[Any] = [TextColumn("{task.description}", markup=False), BarColumn(20)]
     if unit == "bytes":
         columns += [DownloadColumn(), TransferSpeedColumn()]
     else:
-        columns += [MofNCompleteColumn()]
-        if unit:
-            columns.append(TextColumn(unit))
-    columns += [TextColumn("{task.fields[status]}"), TextColumn("eta"), TimeRemainingColumn()]
+        columns += [MofNCompleteColumn(), TextColumn("{task.fields[unit]}", markup=False)]
+    columns += [
+        TextColumn("{task.fields[status]}", markup=False),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    ]
     # A few refreshes a second: each one is drawn while holding the GIL.
     display = RichProgress(*columns, console=_console(), transient=True, refresh_per_second=4)
     with display:
         _live = display
         try:
-            yield _Bar(display, display.add_task(label, total=total, status=""))
+            yield _Bar(display, display.add_task(label, total=total, status="", unit=unit))
         finally:
             _live = None
 

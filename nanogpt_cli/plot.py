@@ -8,7 +8,6 @@ nor matplotlib until a PNG is asked for (matplotlib is the optional ``plot`` ext
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections.abc import Iterable, Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import MetricsError
+from .train.metrics import METRICS_FILE, read_records
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -32,7 +32,6 @@ __all__ = [
     "write_png",
 ]
 
-METRICS_FILE = "metrics.jsonl"
 MATPLOTLIB_HINT = (
     "nanogpt plot -o needs matplotlib: pip install 'nanogpt-cli[plot]' "
     "(or run without -o for a terminal chart)"
@@ -122,7 +121,7 @@ def load_run(path: str | Path) -> Run:
     run = Run(name=path.resolve().name or str(path), path=path)
     train: dict[int, TrainPoint] = {}
     evals: dict[int, EvalPoint] = {}
-    for number, record in _records(metrics):
+    for number, record in read_records(metrics):
         kind = record.get("kind")
         try:
             if kind == "train":
@@ -168,32 +167,6 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
             resolved = run.path.resolve()
             run.name = f"{resolved.parent.name}/{resolved.name}"
     return runs
-
-
-def _records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise MetricsError(f"{path} is not a metrics file (not UTF-8 text: {e.reason})") from None
-    except OSError as e:
-        raise MetricsError(f"cannot read {path}: {e.strerror or e}") from None
-    lines = text.split("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            # The writer ends every record with a newline: a last line without one is a
-            # record being written right now (or cut short by a crash), not corruption.
-            if number == len(lines):
-                return
-            raise MetricsError(
-                f"{path}, line {number} is not valid JSON ({e.msg}); remove or fix that line"
-            ) from None
-        if not isinstance(record, dict):
-            raise MetricsError(f"{path}, line {number} is not a JSON object; remove that line")
-        yield number, record
 
 
 def _float(record: dict[str, Any], key: str) -> float | None:

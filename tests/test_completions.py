@@ -141,9 +141,34 @@ def test_checkpoint_names_match_the_checkpoint_package() -> None:
     from nanogpt_cli.checkpoint.directory import CONFIG_FILE, MODEL_FILE
     from nanogpt_cli.checkpoint.hf import HF_CONFIG
     from nanogpt_cli.checkpoint.unified import UNIFIED_FILE, UNIFIED_SUFFIXES
-    from nanogpt_cli.cli.complete import CHECKPOINT_FILES, CHECKPOINT_SUFFIXES, DATASET_META
+    from nanogpt_cli.cli.complete import (
+        CHECKPOINT_FILES,
+        CHECKPOINT_SUFFIXES,
+        DATASET_META,
+        METRICS_FILE,
+    )
     from nanogpt_cli.data.dataset import META_FILE
+    from nanogpt_cli.train.metrics import METRICS_FILE as WRITTEN
 
     assert set(CHECKPOINT_FILES) == {CONFIG_FILE, MODEL_FILE, UNIFIED_FILE, HF_CONFIG}
     assert CHECKPOINT_SUFFIXES == UNIFIED_SUFFIXES
-    assert DATASET_META == META_FILE
+    assert DATASET_META == META_FILE and METRICS_FILE == WRITTEN
+
+
+def test_unreadable_entries_are_skipped(
+    workspace: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nanogpt_cli.cli.complete import complete_checkpoint
+
+    runs, _ = workspace
+    original = Path.is_file
+
+    def is_file(self: Path) -> bool:
+        if self.parent.name == "out-small":  # as if out-small may not be entered
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    assert complete_checkpoint(f"{runs}/out-") == [f"{runs}/out-nano"]
+    assert complete_checkpoint(f"{runs}/no-such-dir/x") == []
+    assert complete_checkpoint(f"{runs}/out-nano/ckpt.pt/") == []

@@ -39,12 +39,14 @@ def test_tensorboard_gets_the_metrics_of_metrics_jsonl(tiny_options: dict[str, A
 
 
 class FakeWandb:
-    """The part of the wandb API that nanogpt uses: init, Run.log, Run.finish, Run.id."""
+    """The part of the wandb API that nanogpt uses: init, and a run's id, define_metric,
+    log and finish."""
 
     def __init__(self) -> None:
         self.inits: list[dict[str, Any]] = []
+        self.metrics: dict[str, str | None] = {}
         self.logged: list[tuple[int, dict[str, float]]] = []
-        self.finished = 0
+        self.exit_codes: list[int] = []
 
     def module(self) -> types.ModuleType:
         fake = self
@@ -52,11 +54,14 @@ class FakeWandb:
         class Run:
             id = "run-abc123"
 
-            def log(self, values: dict[str, float], step: int) -> None:
-                fake.logged.append((step, values))
+            def define_metric(self, name: str, step_metric: str | None = None) -> None:
+                fake.metrics[name] = step_metric
 
-            def finish(self) -> None:
-                fake.finished += 1
+            def log(self, values: dict[str, float]) -> None:
+                fake.logged.append((int(values["iter"]), values))
+
+            def finish(self, exit_code: int = 0) -> None:
+                fake.exit_codes.append(exit_code)
 
         def init(**kwargs: Any) -> Run:
             fake.inits.append(kwargs)
@@ -82,11 +87,28 @@ def test_wandb_run_gets_config_and_metrics_and_resumes(
     assert steps == set(records(out, "eval", "val_loss"))
     losses = {step: v["train/loss"] for step, v in fake.logged if "train/loss" in v}
     assert losses == pytest.approx(records(out, "train", "loss"))
-    assert fake.finished == 1
+    assert fake.exit_codes == [0]
+    # the x-axis is the iteration, so a resumed run may log iterations W&B has seen
+    assert fake.metrics == {"iter": None, "train/*": "iter", "eval/*": "iter"}
 
     run(tiny_options, tracker="wandb", resume=True, max_iters=40)
     assert fake.inits[1]["id"] == "run-abc123" and fake.inits[1]["resume"] == "allow"
-    assert max(step for step, _ in fake.logged) == 40 and fake.finished == 2
+    assert max(step for step, _ in fake.logged) == 40 and fake.exit_codes == [0, 0]
+
+
+def test_a_run_that_fails_is_a_failed_wandb_run(
+    tiny_options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nanogpt_cli.errors import TrainingError
+
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake.module())
+    monkeypatch.setattr(
+        "nanogpt_cli.train.step.TrainStep.read", lambda self: (float("nan"), None, None)
+    )
+    with pytest.raises(TrainingError):
+        run(tiny_options, tracker="wandb", max_iters=10)
+    assert fake.exit_codes == [1]
 
 
 @pytest.mark.parametrize("name", ["wandb", "tensorboard"])

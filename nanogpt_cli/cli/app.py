@@ -68,9 +68,14 @@ def _is_usage_error(e: Exception) -> bool:
 
 
 def _fail(message: str, code: int) -> None:
-    """Print ``message`` as one line on stderr ("error:" in red on a terminal), then exit."""
+    """Print ``message`` as one line on stderr, then exit: "error:" in red on a terminal, a
+    JSON record when logs are JSON (``--log-json``, ``LOG_FORMAT=json``)."""
+    from .. import log
+
     line = " ".join(part.strip() for part in message.splitlines() if part.strip())
-    if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
+    if log.output_format() == "json":
+        log.get_logger("nanogpt_cli.cli").error(line, exit_code=code)
+    elif log.color_wanted():
         from rich.console import Console
         from rich.markup import escape
 

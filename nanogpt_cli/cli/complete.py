@@ -17,6 +17,7 @@ import typer
 CHECKPOINT_FILES = ("checkpoint.json", "model.safetensors", "ckpt.pt", "config.json")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 DATASET_META = "meta.json"
+METRICS_FILE = "metrics.jsonl"  # train.metrics.METRICS_FILE
 GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
 
@@ -37,10 +38,7 @@ def complete_dataset(ctx: typer.Context, incomplete: str) -> list[str]:
 
 def complete_checkpoint(incomplete: str) -> list[str]:
     """Checkpoint directories and files under the directory being typed."""
-    folder, prefix = os.path.split(incomplete)
-    base = Path(folder or ".").expanduser()
-    found = _children(base, _is_checkpoint, files=True)
-    return [os.path.join(folder, name) for name in found if name.startswith(prefix)]
+    return _paths(incomplete, _is_checkpoint, files=True)
 
 
 def complete_init_from(incomplete: str) -> list[str]:
@@ -51,9 +49,13 @@ def complete_init_from(incomplete: str) -> list[str]:
 
 def complete_run(incomplete: str) -> list[str]:
     """Run directories: those with a metrics.jsonl."""
+    return _paths(incomplete, lambda p: (p / METRICS_FILE).is_file())
+
+
+def _paths(incomplete: str, keep: Callable[[Path], bool], files: bool = False) -> list[str]:
+    """Entries of the directory being typed that ``keep`` accepts, as typed so far."""
     folder, prefix = os.path.split(incomplete)
-    base = Path(folder or ".").expanduser()
-    found = _children(base, lambda p: (p / "metrics.jsonl").is_file())
+    found = _children(Path(folder or ".").expanduser(), keep, files)
     return [os.path.join(folder, name) for name in found if name.startswith(prefix)]
 
 
@@ -64,13 +66,20 @@ def _is_checkpoint(path: Path) -> bool:
 
 
 def _children(folder: Path, keep: Callable[[Path], bool], files: bool = False) -> list[str]:
+    """Names in ``folder`` that ``keep`` accepts; entries that cannot be read are skipped
+    (a Tab press must never fail)."""
+
+    def wanted(path: Path) -> bool:
+        try:
+            return (files or path.is_dir()) and keep(path)
+        except OSError:  # e.g. a directory the user may not enter
+            return False
+
     try:
         entries = sorted(folder.iterdir())
     except OSError:
         return []
-    return [
-        p.name for p in entries if (files or p.is_dir()) and not p.name.startswith(".") and keep(p)
-    ]
+    return [p.name for p in entries if not p.name.startswith(".") and wanted(p)]
 
 
 COMPLETERS = {

@@ -199,17 +199,25 @@ def with_training_options(
 
     ``func``'s own parameters come first; the training options arrive in ``**options``.
     """
-    own = [
-        p
+    _set_parameters(func, _own_parameters(func) + training_parameters(preset))
+    return func
+
+
+def _own_parameters(func: Callable[..., Any]) -> list[inspect.Parameter]:
+    """``func``'s parameters but ``**kwargs``, with their annotations resolved (Typer reads
+    them; a generated signature must not depend on the defining module's globals)."""
+    hints = typing.get_type_hints(func, include_extras=True)
+    return [
+        p.replace(annotation=hints.get(p.name, p.annotation))
         for p in inspect.signature(func).parameters.values()
         if p.kind is not inspect.Parameter.VAR_KEYWORD
     ]
-    hints = typing.get_type_hints(func, include_extras=True)
-    own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in own]
-    params = own + training_parameters(preset)
+
+
+def _set_parameters(func: Callable[..., Any], params: list[inspect.Parameter]) -> None:
+    """Make ``params`` the signature Typer sees for ``func``."""
     func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     func.__annotations__ = {p.name: p.annotation for p in params}
-    return func
 
 
 # -- output options, on every command ---------------------------------------------------------
@@ -241,12 +249,7 @@ _OUTPUT_OPTIONS = {"quiet": Quiet, "verbose": Verbose, "log_json": LogJson}
 def with_output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` with ``--quiet``, ``--verbose`` and ``--log-json``, which configure logging
     before it runs."""
-    hints = typing.get_type_hints(func, include_extras=True)
-    own = [
-        p.replace(annotation=hints.get(p.name, p.annotation))
-        for p in inspect.signature(func).parameters.values()
-        if p.kind is not inspect.Parameter.VAR_KEYWORD
-    ]
+    own = _own_parameters(func)
     extra = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=hint)
         for name, hint in _OUTPUT_OPTIONS.items()
@@ -260,9 +263,7 @@ def with_output_options(func: Callable[..., Any]) -> Callable[..., Any]:
         configure_logging(quiet=quiet, verbose=verbose, json_lines=True if log_json else None)
         return func(*args, **kwargs)
 
-    params = own + extra
-    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    run.__annotations__ = {p.name: p.annotation for p in params}
+    _set_parameters(run, own + extra)
     return run
 
 

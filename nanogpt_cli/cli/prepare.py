@@ -77,13 +77,11 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed of the random val split.
 
 
 def _report(result: PrepareResult, next_step: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from ..log import get_logger
 
     logger = get_logger(__name__)
-
     table = Table(title=f"{result.name} in {result.path}", title_justify="left")
     for column in ("split", "documents", "tokens", "text bytes", "file"):
         table.add_column(column, justify="left" if column in ("split", "file") else "right")
@@ -95,12 +93,13 @@ def _report(result: PrepareResult, next_step: str) -> None:
             f"{stats.bytes:,}",
             f"{split}.bin",
         )
-    console = Console(stderr=True)
-    console.print(table)
+    logger.table(table, dataset=result.name, path=str(result.path))
     seconds = "skipped" if result.skipped else f"{result.seconds:.2f} s"
-    console.print(
+    logger.info(
         f"tokenizer {result.tokenizer}, vocab {result.vocab_size:,}, "
-        f"{len(result.files)} files, time {seconds}"
+        f"{len(result.files)} files, time {seconds}",
+        vocab_size=result.vocab_size,
+        seconds=None if result.skipped else result.seconds,
     )
     logger.info(f"next: {next_step}")
 

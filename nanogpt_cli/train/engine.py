@@ -43,7 +43,7 @@ from .device import (
     use_compile,
 )
 from .evaluate import evaluation_windows, split_losses
-from .metrics import MetricsWriter
+from .metrics import METRICS_FILE, MetricsWriter
 from .optim import apply_hyperparameters, build_optimizer, learning_rate
 from .state import capture_rng, restore_rng
 from .step import TrainStep
@@ -268,28 +268,43 @@ class Trainer:
             "step, "
             f"dataset {self.dataset.name}"
         )
+        decayed, undecayed = (len(g["params"]) for g in self.optimizer.param_groups)
+        logger.debug(
+            f"AdamW{' (fused)' if self.optimizer.defaults.get('fused') else ''}: {decayed} "
+            f"tensors with weight decay {cfg.optim.weight_decay}, {undecayed} without; "
+            f"{cfg.data.gradient_accumulation_steps} micro-batches of {cfg.data.batch_size} "
+            "per step"
+        )
         write_run_config(self.out_dir / RUN_CONFIG_FILE, cfg)
         # A fresh run starts a fresh metrics file; resuming or evaluating adds to it.
         append = self.resumed or cfg.eval.eval_only
+        # An evaluation-only run adds to the run's records, and to its W&B run.
         tracker = make_tracker(
             cfg.eval.tracker,
             self.out_dir,
             cfg.to_dict(),
             project=cfg.eval.wandb_project,
             run_name=cfg.eval.wandb_run_name,
-            resumed=self.resumed,
+            resumed=append,
         )
-        metrics = MetricsWriter(
-            self.out_dir / "metrics.jsonl", append=append, trackers=[tracker] if tracker else []
-        )
+        try:
+            metrics = MetricsWriter(
+                self.out_dir / METRICS_FILE, append=append, trackers=[tracker] if tracker else []
+            )
+        except BaseException:
+            if tracker is not None:
+                tracker.close(failed=True)
+            raise
+        failed = True
         try:
             # On a terminal a live line shows the progress and the per-interval lines go to
             # --verbose; in a log file those lines are the progress (no bar, no extra lines).
             with progress("train", total=cfg.optim.max_iters, unit="iters", every=None) as bar:
                 bar.update(completed=state.iter_num)
                 saved, train_loss, val_loss = self._loop(metrics, bar)
+            failed = False
         finally:
-            metrics.close()
+            metrics.close(failed=failed)
             self.train_loader.close()
         return TrainResult(
             out_dir=self.out_dir,
@@ -335,7 +350,11 @@ class Trainer:
                 improved = val_loss < state.best_val_loss
                 logger.info(
                     f"eval at iter {it}: train loss {train_loss:.4f}, val loss {val_loss:.4f}"
-                    + (" (best)" if improved else "")
+                    + (" (best)" if improved else ""),
+                    iter=it,
+                    train_loss=train_loss,
+                    val_loss=val_loss,
+                    best=improved,
                 )
                 metrics.write(
                     "eval",
@@ -409,7 +428,17 @@ class Trainer:
             f"{dt * 1000:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, "
             f"mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, eta {_duration(eta)}"
         )
-        (logger.debug if bar.live else logger.info)(line)
+        fields = {
+            "iter": state.iter_num,
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "clip_frac": clip_frac,
+            "ms": dt * 1000,
+            "tokens_per_s": tokens_per_s,
+            "mfu": mfu,
+        }
+        (logger.debug if bar.live else logger.info)(line, **fields)
         bar.status(f"loss {loss:.4f} · {tokens_per_s:,.0f} tok/s · {dt * 1000:.1f} ms/it ·")
         metrics.write(
             "train",

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..errors import MetricsError
 from .trackers import Tracker
 
 
@@ -35,13 +36,45 @@ class MetricsWriter:
         for tracker in self.trackers:
             tracker.log(kind, int(values.get("iter", 0)), values)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Close the file and the trackers; ``failed`` tells them the run stopped on an error."""
         self._file.close()
         for tracker in self.trackers:
-            tracker.close()
+            tracker.close(failed=failed)
+
+
+METRICS_FILE = "metrics.jsonl"
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """All records of a ``metrics.jsonl`` file."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [record for _, record in read_records(path)]
+
+
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each record of a ``metrics.jsonl`` file.
+
+    A last line without its newline is a record being written right now (or cut short by a
+    crash) and is skipped; any other line that is not a JSON object is an error naming it.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise MetricsError(f"{path} is not a metrics file (not UTF-8 text: {e.reason})") from None
+    except OSError as e:
+        raise MetricsError(f"cannot read {path}: {e.strerror or e}") from None
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines):
+                return
+            raise MetricsError(
+                f"{path}, line {number} is not valid JSON ({e.msg}); remove or fix that line"
+            ) from None
+        if not isinstance(record, dict):
+            raise MetricsError(f"{path}, line {number} is not a JSON object; remove that line")
+        yield number, record

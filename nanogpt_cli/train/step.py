@@ -21,6 +21,7 @@ from .optim import clip_gradients
 logger = get_logger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+FOLD_AT = 1024  # micro-step losses kept before they are summed into one
 
 
 class TrainStep:
@@ -45,8 +46,10 @@ class TrainStep:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.compiled = compile
         self._forward_model: Any = torch.compile(model) if compile else model
-        # Sums since the last read: loss, gradient norm, steps whose norm was clipped.
-        self._sums = torch.zeros(3, device=device)
+        # Since the last read: the micro-steps' losses and the steps' gradient norms, kept as
+        # device tensors (appending costs no kernel launch; read() reduces them at once).
+        self._losses: list[torch.Tensor] = []
+        self._norms: list[torch.Tensor] = []
         self._steps = 0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, fetch: Callable[[], Batch]) -> Batch:
@@ -57,28 +60,43 @@ class TrainStep:
                 loss = loss / self.grad_accum
             x, y = fetch()
             self.scaler.scale(loss).backward()
-            self._sums[0] += loss.detach()
+            self._losses.append(loss.detach())
         if self.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            norm = clip_gradients(self.params, self.grad_clip)
-            self._sums[1] += norm
-            self._sums[2] += norm > self.grad_clip
+            self._norms.append(clip_gradients(self.params, self.grad_clip))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self._steps += 1
+        if len(self._losses) > FOLD_AT:  # a very long log interval: keep the lists short
+            self._losses = [torch.stack(self._losses).sum()]
         return x, y
 
     def read(self) -> tuple[float, float | None, float | None]:
         """Mean loss, mean gradient norm and clipping rate over the steps since the last
-        read (norm and rate are None without clipping). The one host-device sync."""
-        loss, norm, clipped = self._sums.tolist()
+        read (norm and rate are None without clipping). The one host-device sync.
+
+        Steps whose gradients overflowed (fp16; the scaler skips them) are left out of the
+        mean norm, which they would make infinite.
+        """
         steps = max(self._steps, 1)
-        self._sums.zero_()
-        self._steps = 0
-        if self.grad_clip > 0:
-            return loss / steps, norm / steps, clipped / steps
-        return loss / steps, None, None
+        loss = torch.stack(self._losses).sum() if self._losses else torch.zeros(())
+        parts = [loss.float().reshape(1)]
+        if self._norms:
+            norms = torch.stack(self._norms).float()
+            finite = norms.isfinite()
+            parts += [
+                torch.where(finite, norms, 0).sum().reshape(1),
+                finite.sum().reshape(1).float(),
+                (norms > self.grad_clip).sum().reshape(1).float(),
+            ]
+        values = torch.cat([p.to(parts[0].device) for p in parts]).tolist()
+        self._losses, self._norms, self._steps = [], [], 0
+        if len(values) == 1:
+            return values[0] / steps, None, None
+        total, norm_sum, n_finite, clipped = values
+        mean_norm = norm_sum / n_finite if n_finite else float("inf")
+        return total / steps, mean_norm, clipped / steps
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> Any:
         if self._forward_model is self.model:

@@ -8,13 +8,15 @@ same records as ``metrics.jsonl``: a kind (``train``, ``eval``), the iteration, 
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..config import TrackerName
 from ..errors import ConfigError
 
-TRACKERS = ("none", "tensorboard", "wandb")
+TRACKERS: tuple[str, ...] = typing.get_args(TrackerName)
 TENSORBOARD_DIR = "tensorboard"  # under out_dir
 WANDB_ID_FILE = "wandb-run-id"  # under out_dir: a resumed run continues the same W&B run
 
@@ -22,7 +24,7 @@ WANDB_ID_FILE = "wandb-run-id"  # under out_dir: a resumed run continues the sam
 class Tracker(Protocol):
     def log(self, kind: str, step: int, values: Mapping[str, Any]) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, failed: bool = False) -> None: ...
 
 
 def numbers(kind: str, values: Mapping[str, Any]) -> dict[str, float]:
@@ -55,12 +57,17 @@ class TensorBoard:
         for tag, value in numbers(kind, values).items():
             self.writer.add_scalar(tag, value, step)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self.writer.close()
 
 
 class WandB:
-    """A Weights & Biases run; a resumed training run continues the same W&B run."""
+    """A Weights & Biases run; a resumed training run continues the same W&B run.
+
+    The x-axis is the training iteration, logged as the ``iter`` metric rather than as W&B's
+    own step: a run resumed from a checkpoint older than its last record logs earlier
+    iterations again, which W&B's monotonic step would drop.
+    """
 
     def __init__(
         self,
@@ -87,12 +94,16 @@ class WandB:
             resume="allow" if run_id else None,
         )
         id_file.write_text(self.run.id + "\n")
+        self.run.define_metric("iter")
+        for kind in ("train", "eval"):
+            self.run.define_metric(f"{kind}/*", step_metric="iter")
 
     def log(self, kind: str, step: int, values: Mapping[str, Any]) -> None:
-        self.run.log(numbers(kind, values), step=step)
+        self.run.log({**numbers(kind, values), "iter": step})
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, failed: bool = False) -> None:
+        # A run that stopped on an error shows as failed in W&B, not as finished.
+        self.run.finish(exit_code=1 if failed else 0)
 
 
 def make_tracker(
