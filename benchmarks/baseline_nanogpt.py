@@ -8,6 +8,8 @@ loss read every iteration, a pickled checkpoint saved when val loss improves.
 
 Usage: python benchmarks/baseline_nanogpt.py DATA_DIR OUT_DIR [--max-iters N]
 Prints one JSON line at the end: {"val_loss": ..., "iters": ..., "train_seconds": ...}.
+
+``benchmarks/train_step.py`` times this model's step for other shapes (``Shape``).
 """
 
 from __future__ import annotations
@@ -17,46 +19,61 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-# shakespeare-char-cpu, i.e. nanoGPT's config/train_shakespeare_char.py with the README's
-# MacBook overrides.
-BATCH, BLOCK, LAYERS, HEADS, EMBD = 12, 64, 4, 4, 128
+
+@dataclass(frozen=True)
+class Shape:
+    """Model and batch shape; the default is shakespeare-char-cpu, i.e. nanoGPT's
+    config/train_shakespeare_char.py with the README's MacBook overrides."""
+
+    batch: int = 12
+    block: int = 64
+    layers: int = 4
+    heads: int = 4
+    embd: int = 128
+
+
+CPU_PRESET = Shape()
 LR, MIN_LR, WARMUP, DECAY_ITERS = 1e-3, 1e-4, 100, 2000
 BETA1, BETA2, WEIGHT_DECAY, GRAD_CLIP = 0.9, 0.99, 0.1, 1.0
 EVAL_INTERVAL, EVAL_ITERS = 250, 20
 
 
 class SelfAttention(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, shape: Shape) -> None:
         super().__init__()
-        self.qkv = nn.Linear(EMBD, 3 * EMBD, bias=False)
-        self.proj = nn.Linear(EMBD, EMBD, bias=False)
+        self.heads, self.embd = shape.heads, shape.embd
+        self.qkv = nn.Linear(shape.embd, 3 * shape.embd, bias=False)
+        self.proj = nn.Linear(shape.embd, shape.embd, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(EMBD, dim=2)
-        q = q.view(B, T, HEADS, C // HEADS).transpose(1, 2)
-        k = k.view(B, T, HEADS, C // HEADS).transpose(1, 2)
-        v = v.view(B, T, HEADS, C // HEADS).transpose(1, 2)
+        q, k, v = self.qkv(x).split(self.embd, dim=2)
+        q = q.view(B, T, self.heads, C // self.heads).transpose(1, 2)
+        k = k.view(B, T, self.heads, C // self.heads).transpose(1, 2)
+        v = v.view(B, T, self.heads, C // self.heads).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
 class Layer(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, shape: Shape) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(EMBD, bias=False)
-        self.attn = SelfAttention()
-        self.ln2 = nn.LayerNorm(EMBD, bias=False)
-        self.fc = nn.Linear(EMBD, 4 * EMBD, bias=False)
+        embd = shape.embd
+        self.ln1 = nn.LayerNorm(embd, bias=False)
+        self.attn = SelfAttention(shape)
+        self.ln2 = nn.LayerNorm(embd, bias=False)
+        self.fc = nn.Linear(embd, 4 * embd, bias=False)
         self.gelu = nn.GELU()
-        self.out = nn.Linear(4 * EMBD, EMBD, bias=False)
+        self.out = nn.Linear(4 * embd, embd, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
@@ -64,18 +81,18 @@ class Layer(nn.Module):
 
 
 class BaselineGPT(nn.Module):
-    def __init__(self, vocab: int) -> None:
+    def __init__(self, vocab: int, shape: Shape = CPU_PRESET) -> None:
         super().__init__()
-        self.tok = nn.Embedding(vocab, EMBD)
-        self.pos = nn.Embedding(BLOCK, EMBD)
-        self.layers = nn.ModuleList([Layer() for _ in range(LAYERS)])
-        self.ln_f = nn.LayerNorm(EMBD, bias=False)
-        self.head = nn.Linear(EMBD, vocab, bias=False)
+        self.tok = nn.Embedding(vocab, shape.embd)
+        self.pos = nn.Embedding(shape.block, shape.embd)
+        self.layers = nn.ModuleList([Layer(shape) for _ in range(shape.layers)])
+        self.ln_f = nn.LayerNorm(shape.embd, bias=False)
+        self.head = nn.Linear(shape.embd, vocab, bias=False)
         self.tok.weight = self.head.weight
         for name, p in self.named_parameters():
             if p.dim() >= 2:
                 std = (
-                    0.02 / math.sqrt(2 * LAYERS)
+                    0.02 / math.sqrt(2 * shape.layers)
                     if name.endswith(("proj.weight", "out.weight"))
                     else 0.02
                 )
@@ -89,13 +106,46 @@ class BaselineGPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
-def get_batch(data_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def get_batch(
+    data_dir: str, split: str, shape: Shape = CPU_PRESET
+) -> tuple[torch.Tensor, torch.Tensor]:
     # nanoGPT re-creates the memmap for every batch to avoid a memory leak.
     data = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r")
-    ix = torch.randint(len(data) - BLOCK, (BATCH,))
-    x = torch.stack([torch.from_numpy(data[i : i + BLOCK].astype(np.int64)) for i in ix])
-    y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + BLOCK].astype(np.int64)) for i in ix])
+    block = shape.block
+    ix = torch.randint(len(data) - block, (shape.batch,))
+    x = torch.stack([torch.from_numpy(data[i : i + block].astype(np.int64)) for i in ix])
+    y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + block].astype(np.int64)) for i in ix])
     return x, y
+
+
+def make_optimizer(model: nn.Module) -> torch.optim.AdamW:
+    """AdamW as nanoGPT configures it on a CPU (decay on matrices, no fused kernel)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": WEIGHT_DECAY},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=LR,
+        betas=(BETA1, BETA2),
+    )
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """nanoGPT's step: forward, fetch the next batch, backward, clip, step; the loss is read."""
+    loss = model(*batch)
+    batch = next_batch()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    loss.item()  # nanoGPT logs every iteration in the README's CPU line
+    return batch
 
 
 def lr_at(it: int) -> float:
@@ -118,15 +168,7 @@ def main() -> None:
     with open(os.path.join(args.data_dir, "meta.json"), encoding="utf-8") as f:
         vocab = json.load(f)["vocab_size"]
     model = BaselineGPT(vocab)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": WEIGHT_DECAY},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ],
-        lr=LR,
-        betas=(BETA1, BETA2),
-    )
+    optimizer = make_optimizer(model)
     ctx = nullcontext()
 
     @torch.no_grad()
@@ -170,13 +212,7 @@ def main() -> None:
                     )
         if it >= args.max_iters:
             break
-        loss = model(x, y)
-        x, y = get_batch(args.data_dir, "train")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss.item()  # nanoGPT logs every iteration in the README's CPU line
+        x, y = train_step(model, optimizer, (x, y), lambda: get_batch(args.data_dir, "train"))
         it += 1
     seconds = time.perf_counter() - start
     print(json.dumps({"val_loss": val_loss, "iters": it, "train_seconds": seconds}), flush=True)

@@ -33,10 +33,11 @@ OURS = f"""
 import json, sys, time
 start = time.perf_counter()
 import torch
-from nanogpt_cli.sample import Sampler, generate
+from nanogpt_cli.checkpoint import model_from_checkpoint, read_pretrained
+from nanogpt_cli.sample import generate
 torch.set_grad_enabled(False)
 folder, batch, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-model = Sampler.from_checkpoint(folder, device="cpu", dtype="float32").model
+model = model_from_checkpoint(read_pretrained(folder))  # the weights; no tokenizer needed
 idx = torch.full((batch, 1), {PROMPT_TOKEN}, dtype=torch.long)
 loaded = time.perf_counter()
 out = [t for t in generate(model, idx, tokens, temperature=0.0)]

@@ -121,3 +121,36 @@ def test_kv_cache_refuses_to_overflow() -> None:
 def test_model_requires_vocab_size() -> None:
     with pytest.raises(ValueError, match="vocab_size"):
         GPT(ModelConfig(n_layer=1, n_head=1, n_embd=8, block_size=4))
+
+
+@pytest.mark.parametrize(("out_features", "bias"), [(96, True), (97, False)])
+def test_split_linear_equals_linear(
+    out_features: int, bias: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Decoding on CPU splits a large weight's output features across the threads; the
+    # result must be nn.Linear's, also when the features do not divide evenly.
+    import nanogpt_cli.model as model_module
+
+    calls: list[int] = []
+    bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda *a: calls.append(1) or bmm(*a))
+    monkeypatch.setattr(model_module, "SPLIT_MIN_WEIGHT", 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        layer = model_module.Linear(32, out_features, bias=bias)
+        x = torch.randn(3, 5, 32)
+        plain = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        with torch.no_grad():
+            fast = layer(x)
+        assert calls, "the split path was not taken"
+        torch.testing.assert_close(fast, plain)
+        calls.clear()
+        layer(x).sum().backward()  # training: always the plain path
+        assert not calls and layer.weight.grad is not None
+        with torch.no_grad():
+            layer(torch.randn(2, 40, 32))  # 80 rows: too many to split
+        assert not calls
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,122 @@
+"""The training step, side by side: nanogpt's (``nanogpt bench``'s TrainStep) and a plain
+eager PyTorch GPT-2 step written the nanoGPT way (benchmarks/baseline_nanogpt.py: a memmap
+re-created for every batch, AdamW without the fused kernel, the loss read every step, no
+compile), same model shape, batch and data, against the step's floor.
+
+The floor is the step's FLOPs (6 N per token plus attention) at this machine's fp32
+matrix-multiply rate, measured on one large square matmul (best of several) in the same
+run. Each side runs in its own process, rounds alternating which goes first.
+
+Usage:
+  nanogpt prepare shakespeare-char; nanogpt prepare shakespeare       # once
+  python benchmarks/train_step.py [--rounds 3] [--only cpu-preset gpt2-256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# name: (dataset, shape, steps). gpt2-256 is GPT-2 124M at block 256 (vocab padded to 50304).
+CONFIGS = {
+    "cpu-preset": ("shakespeare-char", dict(batch=12, block=64, layers=4, heads=4, embd=128), 30),
+    "gpt2-256": ("shakespeare", dict(batch=4, block=256, layers=12, heads=12, embd=768), 3),
+}
+WARMUP = 2
+
+OURS = f"""
+import json, sys
+from nanogpt_cli.bench import bench_train
+from nanogpt_cli.config import build_config
+dataset, shape, steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+vocab = 50304 if dataset == "shakespeare" else None
+cfg = build_config("shakespeare-char-cpu", overrides=dict(
+    dataset=dataset, batch_size=shape["batch"], block_size=shape["block"],
+    n_layer=shape["layers"], n_head=shape["heads"], n_embd=shape["embd"], vocab_size=vocab,
+))
+r = bench_train(cfg, steps=steps, warmup={WARMUP}, data="real", measure_floor=False)
+print(json.dumps({{"ms": r.step_ms.median, "flops": r.flops_per_step}}))
+"""
+
+BASELINE = f"""
+import json, sys, time, statistics
+sys.path.insert(0, {str(HERE)!r})
+import torch
+from baseline_nanogpt import BaselineGPT, Shape, get_batch, make_optimizer, train_step
+from nanogpt_cli.paths import dataset_dir
+dataset, shape, steps = sys.argv[1], Shape(**json.loads(sys.argv[2])), int(sys.argv[3])
+data = str(dataset_dir(dataset))
+torch.manual_seed(1337)
+vocab = 50304 if dataset == "shakespeare" else json.load(open(data + "/meta.json"))["vocab_size"]
+model = BaselineGPT(vocab, shape)
+optimizer = make_optimizer(model)
+batch = get_batch(data, "train", shape)
+times = []
+for i in range({WARMUP} + steps):
+    start = time.perf_counter()
+    batch = train_step(model, optimizer, batch, lambda: get_batch(data, "train", shape))
+    times.append(time.perf_counter() - start)
+print(json.dumps({{"ms": statistics.median(times[{WARMUP}:]) * 1000}}))
+"""
+
+
+def run(code: str, dataset: str, shape: dict, steps: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, dataset, json.dumps(shape), str(steps)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    args = parser.parse_args()
+    import torch
+
+    from nanogpt_cli.bench import matmul_tflops
+
+    print(
+        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {date.today()}, "
+        f"median of {args.rounds} rounds (each the median step of one process)"
+    )
+    print("| model | batch | side | ms/step | vs baseline | matmul GFLOP/s | floor ms | vs floor |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for name in args.only:
+        dataset, shape, steps = CONFIGS[name]
+        ms: dict[str, list[float]] = {"nanogpt": [], "baseline": []}
+        rates, flops = [], 0.0
+        for r in range(args.rounds):
+            order = [("nanogpt", OURS), ("baseline", BASELINE)]
+            for side, code in order if r % 2 == 0 else order[::-1]:
+                result = run(code, dataset, shape, steps)
+                ms[side].append(result["ms"])
+                flops = result.get("flops", flops)
+            rates.append(matmul_tflops(torch.device("cpu"), torch.float32) * 1000)
+        rate = statistics.median(rates)
+        floor = flops / (rate * 1e9) * 1000
+        base = statistics.median(ms["baseline"])
+        for side in ("baseline", "nanogpt"):
+            median = statistics.median(ms[side])
+            print(
+                f"| {name} | {shape['batch']} x {shape['block']} | {side} | {median:,.1f} | "
+                f"{median / base:.2f}x | {rate:.0f} | {floor:,.1f} | {median / floor:.2f}x |"
+            )
+
+
+if __name__ == "__main__":
+    main()
