@@ -26,6 +26,7 @@ Activation = Literal["gelu", "gelu_tanh"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 SaveFormat = Literal["separated", "unified", "model-only"]
 TrackerName = Literal["none", "tensorboard", "wandb"]
+Strategy = Literal["ddp", "fsdp"]
 
 DEFAULT_PRESET = "shakespeare-char"
 
@@ -70,8 +71,18 @@ class DataConfig:
         "Directory that holds prepared datasets.",
         default_text="$NANOGPT_DATA_DIR or user data dir",
     )
-    batch_size: int = opt(12, "Sequences per micro-batch.")
-    gradient_accumulation_steps: int = opt(40, "Micro-batches per optimizer step.")
+    batch_size: int = opt(12, "Sequences per micro-batch, per process.")
+    gradient_accumulation_steps: int = opt(
+        40,
+        "Micro-batches per optimizer step, over all processes (each of N processes runs 1/N "
+        "of them, as in nanoGPT).",
+    )
+    total_batch_tokens: int | None = opt(
+        None,
+        "Tokens per optimizer step over all processes; sets gradient_accumulation_steps to "
+        "total / (batch_size x block_size).",
+        default_text="from gradient_accumulation_steps",
+    )
 
 
 @dataclass
@@ -141,6 +152,19 @@ class SystemConfig:
         default_text="auto",
     )
     seed: int = opt(1337, "Random seed for initialisation, batches and dropout.")
+    nproc_per_node: int = opt(
+        1,
+        "Processes on this machine; more than 1 starts them with torchrun (one per GPU; "
+        "gloo on CPU).",
+    )
+    strategy: Strategy = opt(
+        "ddp",
+        "Data parallelism: ddp (a whole model per process) or fsdp (parameters, gradients "
+        "and optimizer state sharded per transformer block).",
+    )
+    dist_timeout: int = opt(
+        300, "Seconds a process waits for the others before the run fails instead of hanging."
+    )
 
 
 @dataclass
@@ -628,6 +652,8 @@ def validate(cfg: TrainConfig) -> list[str]:
         "eval_interval",
         "eval_iters",
         "log_interval",
+        "nproc_per_node",
+        "dist_timeout",
     ]
     for name in positive:
         value = getattr(getattr(cfg, _OWNER[name]), name)
@@ -660,6 +686,13 @@ def validate(cfg: TrainConfig) -> list[str]:
             f"--lr-decay-iters ({o.lr_decay_iters}) must be at least "
             f"--warmup-iters ({o.warmup_iters})"
         )
+    if d.total_batch_tokens is not None:
+        micro = d.batch_size * m.block_size
+        if d.total_batch_tokens <= 0 or micro <= 0 or d.total_batch_tokens % micro:
+            problems.append(
+                f"--total-batch-tokens ({d.total_batch_tokens}) must be a positive multiple of "
+                f"--batch-size x --block-size ({micro})"
+            )
     if (problem := device_problem(s.device)) is not None:
         problems.append(f"--device: {problem}")
     if not d.dataset:
@@ -713,3 +746,11 @@ def options_reference() -> str:
                 )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def micro_batches_per_step(cfg: TrainConfig) -> int:
+    """Micro-batches in one optimizer step over all processes: from ``total_batch_tokens``
+    when it is set, else ``gradient_accumulation_steps``."""
+    if cfg.data.total_batch_tokens is not None:
+        return cfg.data.total_batch_tokens // (cfg.data.batch_size * cfg.model.block_size)
+    return cfg.data.gradient_accumulation_steps

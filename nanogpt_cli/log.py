@@ -258,6 +258,11 @@ def output_format() -> Format:
     return _settings.format
 
 
+def current_level() -> str:
+    """The level records are shown from now (``DEBUG`` ... ``ERROR``)."""
+    return _settings.level
+
+
 def color_wanted() -> bool:
     """Colours on stderr: only on a terminal, and not under ``$NO_COLOR``."""
     return "NO_COLOR" not in os.environ and sys.stderr.isatty()

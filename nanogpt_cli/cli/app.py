@@ -31,6 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(prepare.app, name="prepare")
 command(app, "train")(train.train)
+command(app, "train-worker", hidden=True)(train.train_worker)
 command(app, "finetune")(finetune.finetune)
 command(app, "sample")(sample.sample)
 command(app, "eval")(eval.evaluate)
@@ -73,6 +74,8 @@ def _fail(message: str, code: int) -> None:
     from .. import log
 
     line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one of the processes of a run
+        line = f"[process {os.environ.get('RANK', '?')}] {line}"
     if log.output_format() == "json":
         log.get_logger("nanogpt_cli.cli").error(line, exit_code=code)
     elif log.color_wanted():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -61,3 +61,16 @@ def run(
 
 
 with_training_options(train)
+
+
+def train_worker(
+    config_file: Annotated[Path, typer.Argument(help="The run's resolved options (JSON).")],
+) -> None:
+    """One process of a run that nanogpt train --nproc-per-node started (internal)."""
+    import json
+
+    from ..config import build_config
+    from ..train import train as run_training
+
+    cfg = build_config(None, base=json.loads(config_file.read_text(encoding="utf-8")))
+    run_training(cfg)

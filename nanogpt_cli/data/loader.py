@@ -88,6 +88,10 @@ class BatchLoader:
     def load_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
 
+    def skip(self) -> None:
+        """Draw the next batch's windows without reading them (another process's batch)."""
+        self.rng.integers(0, len(self.file) - self.block_size, size=self.batch_size)
+
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         self._count += 1
         if self._count % RELEASE_EVERY == 0:
@@ -106,6 +110,51 @@ class BatchLoader:
         else:
             batch = torch.from_numpy(windows.astype(np.int64)).to(self.device)
         return batch[:, :-1], batch[:, 1:]
+
+
+class RankBatches:
+    """One process's share of the batches of a run over ``world`` processes.
+
+    Every process draws the same stream of batches (the loader's seed is the run's) and
+    reads only its own: of the ``per_step`` micro-batches of an optimizer step, process
+    ``rank`` takes the ``rank``-th contiguous block of ``per_step // world``. An optimizer
+    step therefore sees the same batches whatever the number of processes, and the loader's
+    state at a step boundary (what a checkpoint of process 0 records) resumes any number.
+    """
+
+    def __init__(self, loader: BatchLoader, rank: int, world: int, per_step: int) -> None:
+        self.loader, self.rank, self.world = loader, rank, world
+        self.share = per_step // world
+        self.per_step = per_step
+        self._pos = 0  # index of the loader's next batch within the step
+        self._skip_to_own()
+
+    def _mine(self) -> bool:
+        return self.rank * self.share <= self._pos < (self.rank + 1) * self.share
+
+    def _skip_to_own(self) -> None:
+        while not self._mine():
+            self.loader.skip()
+            self._pos = (self._pos + 1) % self.per_step
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.loader.next()
+        self._pos = (self._pos + 1) % self.per_step
+        # Skip the others' batches now, so the state between steps is at a step boundary.
+        self._skip_to_own()
+        return batch
+
+    def state(self) -> dict[str, Any]:
+        return self.loader.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from a state saved at a step boundary (by any number of processes)."""
+        self.loader.load_state(state)
+        self._pos = 0
+        self._skip_to_own()
+
+    def close(self) -> None:
+        self.loader.close()
 
 
 def fixed_windows(

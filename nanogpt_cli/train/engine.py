@@ -28,10 +28,11 @@ from ..config import (
     TrainConfig,
     build_config,
     config_toml,
+    micro_batches_per_step,
     option_flag,
 )
 from ..data.dataset import check_tokenizer, open_dataset
-from ..data.loader import BatchLoader
+from ..data.loader import BatchLoader, RankBatches
 from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
 from ..log import Progress, get_logger, progress
 from ..model import GPT
@@ -42,8 +43,18 @@ from .device import (
     setup_backends,
     use_compile,
 )
+from .distributed import (
+    PEER_ERRORS,
+    full_state,
+    init_distributed,
+    is_peer_failure,
+    load_optimizer_state,
+    peer_failure,
+    under_torchrun,
+    wrap_model,
+)
 from .evaluate import evaluation_windows, split_losses
-from .metrics import METRICS_FILE, MetricsWriter
+from .metrics import METRICS_FILE, MetricsWriter, NullMetrics
 from .optim import apply_hyperparameters, build_optimizer, learning_rate
 from .state import capture_rng, restore_rng
 from .step import TrainStep
@@ -70,8 +81,21 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Train (or resume, or only evaluate) as ``cfg`` says; see ``TrainConfig``."""
-    return Trainer(cfg).run()
+    """Train (or resume, or only evaluate) as ``cfg`` says; see ``TrainConfig``.
+
+    With ``nproc_per_node`` > 1 outside torchrun, the run is started on that many processes
+    of this machine through torchrun (see ``launch``); under torchrun, this process trains
+    its share.
+    """
+    if cfg.system.nproc_per_node > 1 and not under_torchrun():
+        from .launch import launch
+
+        return launch(cfg)
+    trainer = Trainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
 
 
 def resolve_config(
@@ -118,10 +142,36 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.out_dir = _prepare_out_dir(cfg.eval.out_dir)
-        self.device = resolve_device(cfg.system.device)
+        self.dist = init_distributed(cfg.system)
+        try:
+            self._setup(cfg)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Leave the process group of a distributed run."""
+        if self.dist is not None:
+            self.dist.close()
+
+    @property
+    def main(self) -> bool:
+        """Whether this process logs, writes metrics and saves checkpoints (rank 0)."""
+        return self.dist is None or self.dist.main
+
+    def _setup(self, cfg: TrainConfig) -> None:
+        self.device = self.dist.device if self.dist else resolve_device(cfg.system.device)
         self.dtype = resolve_dtype(cfg.system.dtype, self.device)
         setup_backends(self.device)
-        torch.manual_seed(cfg.system.seed)
+        torch.manual_seed(cfg.system.seed)  # the same initial weights in every process
+        world = self.dist.world if self.dist else 1
+        self.micro_batches = micro_batches_per_step(cfg)
+        if self.micro_batches % world:
+            raise ConfigError(
+                f"{self.micro_batches} micro-batches per step do not divide among {world} "
+                "processes; set --gradient-accumulation-steps (or --total-batch-tokens) to a "
+                f"multiple of {world}"
+            )
 
         self.dataset = open_dataset(cfg.data.dataset, cfg.data.data_dir)
         resume_from = self._resume_checkpoint() if cfg.eval.resume else None
@@ -132,29 +182,44 @@ class Trainer:
         self.model = GPT(self.model_config)
         if init is not None:
             self._load_initial_weights(init)
+        if resume_from is not None:
+            load_weights(resume_from, self.model)
         self.model.to(self.device)
+        # Wrapped (DDP) or sharded in place (FSDP) before the optimizer sees the parameters.
+        module, sync = wrap_model(self.model, self.dist) if self.dist else (self.model, None)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.state = TrainState()
-        self.train_loader = BatchLoader(
-            self.dataset.split_path("train"),
-            self.model_config.block_size,
-            cfg.data.batch_size,
-            self.device,
-            seed=cfg.system.seed,
+        self.train_loader = RankBatches(
+            BatchLoader(
+                self.dataset.split_path("train"),
+                self.model_config.block_size,
+                cfg.data.batch_size,
+                self.device,
+                seed=cfg.system.seed,
+            ),
+            rank=self.dist.rank if self.dist else 0,
+            world=world,
+            per_step=self.micro_batches,
         )
         self.resumed = resume_from is not None
         if resume_from is not None:
             self._restore(resume_from)
+        if self.dist is not None and self.dist.rank > 0:
+            # Dropout masks differ between processes (rank 0's continue the saved stream).
+            torch.manual_seed(cfg.system.seed + 7919 * self.dist.rank + self.state.iter_num)
         self.step = TrainStep(
             self.model,
             self.optimizer,
             self.scaler,
-            grad_accum=cfg.data.gradient_accumulation_steps,
+            grad_accum=self.micro_batches // world,
             grad_clip=cfg.optim.grad_clip,
             device=self.device,
             dtype=self.dtype,
             compile=use_compile(cfg.system.compile, self.device),
+            module=module,
+            sync=sync,
+            dist=self.dist,
         )
         # Evaluation uses the same windows every time: evaluations are comparable with each
         # other, cost no loader work, and leave the training batch stream untouched.
@@ -169,9 +234,7 @@ class Trainer:
         self.peak = peak_flops(self.device, self.dtype)
         self._warned_slow = False
         self.tokens_per_iter = (
-            cfg.data.batch_size
-            * cfg.data.gradient_accumulation_steps
-            * self.model_config.block_size
+            self.micro_batches * cfg.data.batch_size * self.model_config.block_size
         )
 
     # -- setup ---------------------------------------------------------------------------
@@ -238,10 +301,11 @@ class Trainer:
         return dataclasses.replace(saved, dropout=wanted.dropout)
 
     def _restore(self, ckpt: Checkpoint) -> None:
-        load_weights(ckpt, self.model)
+        """The optimizer, scaler, iteration, random and loader states of ``ckpt`` (its
+        weights are already in the model)."""
         saved = ckpt.optimizer_state()
         try:
-            self.optimizer.load_state_dict(saved["optimizer"])
+            load_optimizer_state(self.model, self.optimizer, saved["optimizer"], self.dist)
         except (ValueError, KeyError) as e:
             raise CheckpointError(
                 f"the optimizer state in {ckpt.path} does not fit this model ({e})"
@@ -257,6 +321,29 @@ class Trainer:
         logger.info(f"resuming from {ckpt.path} at iteration {self.state.iter_num}")
 
     # -- the loop --------------------------------------------------------------------------
+
+    def _metrics(self, append: bool) -> MetricsWriter | NullMetrics:
+        """metrics.jsonl and the tracker, in rank 0; nothing in the other processes. An
+        evaluation-only run adds to the run's records, and to its W&B run."""
+        cfg = self.cfg
+        if not self.main:
+            return NullMetrics()
+        tracker = make_tracker(
+            cfg.eval.tracker,
+            self.out_dir,
+            cfg.to_dict(),
+            project=cfg.eval.wandb_project,
+            run_name=cfg.eval.wandb_run_name,
+            resumed=append,
+        )
+        try:
+            return MetricsWriter(
+                self.out_dir / METRICS_FILE, append=append, trackers=[tracker] if tracker else []
+            )
+        except BaseException:
+            if tracker is not None:
+                tracker.close(failed=True)
+            raise
 
     def run(self) -> TrainResult:
         cfg, state = self.cfg, self.state
@@ -275,33 +362,23 @@ class Trainer:
             f"{cfg.data.gradient_accumulation_steps} micro-batches of {cfg.data.batch_size} "
             "per step"
         )
-        write_run_config(self.out_dir / RUN_CONFIG_FILE, cfg)
+        if self.main:
+            write_run_config(self.out_dir / RUN_CONFIG_FILE, cfg)
         # A fresh run starts a fresh metrics file; resuming or evaluating adds to it.
         append = self.resumed or cfg.eval.eval_only
-        # An evaluation-only run adds to the run's records, and to its W&B run.
-        tracker = make_tracker(
-            cfg.eval.tracker,
-            self.out_dir,
-            cfg.to_dict(),
-            project=cfg.eval.wandb_project,
-            run_name=cfg.eval.wandb_run_name,
-            resumed=append,
-        )
-        try:
-            metrics = MetricsWriter(
-                self.out_dir / METRICS_FILE, append=append, trackers=[tracker] if tracker else []
-            )
-        except BaseException:
-            if tracker is not None:
-                tracker.close(failed=True)
-            raise
+        metrics = self._metrics(append)
         failed = True
         try:
             # On a terminal a live line shows the progress and the per-interval lines go to
             # --verbose; in a log file those lines are the progress (no bar, no extra lines).
             with progress("train", total=cfg.optim.max_iters, unit="iters", every=None) as bar:
                 bar.update(completed=state.iter_num)
-                saved, train_loss, val_loss = self._loop(metrics, bar)
+                try:
+                    saved, train_loss, val_loss = self._loop(metrics, bar)
+                except PEER_ERRORS as e:
+                    if self.dist is None or not is_peer_failure(e):
+                        raise
+                    raise peer_failure(e, self.dist) from None
             failed = False
         finally:
             metrics.close(failed=failed)
@@ -317,7 +394,7 @@ class Trainer:
         )
 
     def _loop(
-        self, metrics: MetricsWriter, bar: Progress
+        self, metrics: MetricsWriter | NullMetrics, bar: Progress
     ) -> tuple[bool, float | None, float | None]:
         """Train to ``max_iters``; returns whether a checkpoint was saved and the last losses."""
         cfg, state = self.cfg, self.state
@@ -403,7 +480,7 @@ class Trainer:
 
     def _report(
         self,
-        metrics: MetricsWriter,
+        metrics: MetricsWriter | NullMetrics,
         bar: Progress,
         *,
         lr: float,
@@ -465,12 +542,20 @@ class Trainer:
             )
 
     def evaluate(self) -> dict[str, float]:
-        """Mean loss over the fixed evaluation windows of each split."""
-        return split_losses(self.model, self.eval_windows, self.device, self.dtype)
+        """Mean loss over the fixed evaluation windows of each split (shared among the
+        processes of a distributed run)."""
+        return split_losses(self.model, self.eval_windows, self.device, self.dtype, self.dist)
 
     def save(self, loader_state: dict[str, Any]) -> None:
         """Write the checkpoint; ``loader_state`` is the loader's state before the batch
-        that is already drawn for the next step, so a resumed run draws it again."""
+        that is already drawn for the next step, so a resumed run draws it again.
+
+        Every process of a distributed run calls this (FSDP gathers the shards); rank 0
+        writes, in the usual formats, the full state.
+        """
+        weights, optimizer_state = full_state(self.model, self.optimizer, self.dist)
+        if not self.main:
+            return
         self.state.rng = {**capture_rng(), "loader": loader_state}
         fmt = self.cfg.eval.save_format
         ckpt = Checkpoint(
@@ -479,10 +564,10 @@ class Trainer:
             state=self.state,
             dataset=self.dataset.name,
             config=self.cfg.to_dict(),
-            _weights=self.model.state_dict(),
+            _weights=weights,
             _optimizer=None
             if fmt == "model-only"
-            else {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()},
+            else {"optimizer": optimizer_state, "scaler": self.scaler.state_dict()},
         )
         files = save_checkpoint(ckpt, self.out_dir, fmt)
         logger.info(

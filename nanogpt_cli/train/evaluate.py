@@ -30,6 +30,18 @@ EVAL_CHUNK_TOKENS = 1 << 12  # tokens per evaluation forward pass (measured best
 EVAL_CHUNK_LOGIT_BYTES = 1 << 28  # cap on the logits tensor of one evaluation pass
 
 
+def _share(windows: torch.Tensor, dist: Any) -> torch.Tensor:
+    """This process's equal slice of ``windows``, padded with windows to ignore (targets -1)."""
+    if dist is None:
+        return windows
+    per = -(-windows.size(0) // dist.world)
+    mine = windows[dist.rank * per : (dist.rank + 1) * per]
+    if mine.size(0) < per:
+        pad = torch.full((per - mine.size(0), windows.size(1)), -1, dtype=windows.dtype)
+        mine = torch.cat([mine, pad.to(windows.device)])
+    return mine
+
+
 def evaluation_windows(
     dataset: Dataset,
     block_size: int,
@@ -54,11 +66,33 @@ def evaluation_windows(
     }
 
 
-@torch.inference_mode()
 def split_losses(
-    model: Any, windows: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype
+    model: Any,
+    windows: Mapping[str, torch.Tensor],
+    device: torch.device,
+    dtype: torch.dtype,
+    dist: Any = None,
 ) -> dict[str, float]:
-    """Mean cross-entropy (nats per token) of ``model`` over each split's windows."""
+    """Mean cross-entropy (nats per token) of ``model`` over each split's windows.
+
+    In a distributed run (``dist``) each process takes an equal slice of the windows (the
+    last padded with windows whose targets are ignored, so every process runs as many
+    forward passes: FSDP needs them all) and the sums are added up.
+    """
+    # FSDP gathers parameters for the forward pass into tensors that training updates in
+    # place afterwards: they must not be inference tensors.
+    fsdp = dist is not None and dist.strategy == "fsdp"
+    with torch.no_grad() if fsdp else torch.inference_mode():
+        return _split_losses(model, windows, device, dtype, dist)
+
+
+def _split_losses(
+    model: Any,
+    windows: Mapping[str, torch.Tensor],
+    device: torch.device,
+    dtype: torch.dtype,
+    dist: Any,
+) -> dict[str, float]:
     was_training = model.training
     model.eval()
     cfg = model.config
@@ -70,18 +104,25 @@ def split_losses(
             EVAL_CHUNK_LOGIT_BYTES // (block * cfg.vocab_size * 4),
         ),
     )
+    windows = {split: _share(w, dist) for split, w in windows.items()}
     losses = {}
     passes = sum(-(-w.size(0) // rows) for w in windows.values())
     with progress("eval", total=passes) as bar:
         for split, w in windows.items():
             bar.describe(f"eval {split}")
-            total = torch.zeros((), device=device, dtype=torch.float64)
+            total = torch.zeros(2, device=device, dtype=torch.float64)  # loss sum, windows
             for chunk in w.split(rows):
+                targets = chunk[:, 1:]
+                real = (targets[:, 0] >= 0).sum()
                 with autocast(device, dtype):
-                    _, loss = model(chunk[:, :-1], chunk[:, 1:])
-                total += loss.double() * chunk.size(0)
+                    _, loss = model(chunk[:, :-1].clamp(min=0), targets)
+                # A chunk of padding only has no loss (0/0); no host sync to find out.
+                total[0] += torch.where(real > 0, loss.double(), 0.0) * real
+                total[1] += real
                 bar.advance()
-            losses[split] = (total / w.size(0)).item()
+            if dist is not None:
+                total = dist.sum(total)
+            losses[split] = (total[0] / total[1]).item()
     model.train(was_training)
     return losses
 

@@ -43,6 +43,16 @@ class MetricsWriter:
             tracker.close(failed=failed)
 
 
+class NullMetrics:
+    """What the processes other than rank 0 of a distributed run write: nothing."""
+
+    def write(self, kind: str, **values: Any) -> None:
+        pass
+
+    def close(self, failed: bool = False) -> None:
+        pass
+
+
 METRICS_FILE = "metrics.jsonl"
 
 

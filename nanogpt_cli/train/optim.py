@@ -54,6 +54,8 @@ def clip_gradients(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     if not hasattr(torch.nn.utils, "get_total_norm"):  # torch < 2.6
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
     norm = torch.nn.utils.get_total_norm(grads)
+    if hasattr(norm, "full_tensor"):  # FSDP: a DTensor; the norm over all shards
+        norm = norm.full_tensor()
     if norm.device.type != "cpu" or norm > max_norm:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
     return norm

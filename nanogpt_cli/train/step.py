@@ -9,6 +9,7 @@ itself never waits for the GPU.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +27,12 @@ FOLD_AT = 1024  # micro-step losses kept before they are summed into one
 
 class TrainStep:
     """Runs optimizer steps of ``model``; ``compile`` wraps its forward in torch.compile,
-    falling back to eager if compilation fails (it happens on the first call)."""
+    falling back to eager if compilation fails (it happens on the first call).
+
+    In a distributed run, ``module`` is the wrapper to train through (DDP), ``sync(last)``
+    the context that lets a micro-batch's backward synchronise gradients only when it is
+    the step's last, and ``dist`` averages the reported loss over the processes.
+    """
 
     def __init__(
         self,
@@ -39,13 +45,19 @@ class TrainStep:
         device: torch.device,
         dtype: torch.dtype,
         compile: bool = False,
+        module: torch.nn.Module | None = None,
+        sync: Callable[[bool], Any] | None = None,
+        dist: Any = None,
     ) -> None:
         self.model, self.optimizer, self.scaler = model, optimizer, scaler
         self.grad_accum, self.grad_clip = grad_accum, grad_clip
         self.device, self.dtype = device, dtype
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.compiled = compile
-        self._forward_model: Any = torch.compile(model) if compile else model
+        self.module = module or model
+        self._sync = sync or (lambda last: contextlib.nullcontext())
+        self._dist = dist
+        self._forward_model: Any = torch.compile(self.module) if compile else self.module
         # Since the last read: the micro-steps' losses and the steps' gradient norms, kept as
         # device tensors (appending costs no kernel launch; read() reduces them at once).
         self._losses: list[torch.Tensor] = []
@@ -54,12 +66,13 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, fetch: Callable[[], Batch]) -> Batch:
         """One optimizer step starting from batch ``(x, y)``; returns the batch after it."""
-        for _ in range(self.grad_accum):
-            with autocast(self.device, self.dtype):
-                _, loss = self._forward(x, y)
-                loss = loss / self.grad_accum
-            x, y = fetch()
-            self.scaler.scale(loss).backward()
+        for micro in range(self.grad_accum):
+            with self._sync(micro == self.grad_accum - 1):
+                with autocast(self.device, self.dtype):
+                    _, loss = self._forward(x, y)
+                    loss = loss / self.grad_accum
+                x, y = fetch()
+                self.scaler.scale(loss).backward()
             self._losses.append(loss.detach())
         if self.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -90,7 +103,10 @@ class TrainStep:
                 finite.sum().reshape(1).float(),
                 (norms > self.grad_clip).sum().reshape(1).float(),
             ]
-        values = torch.cat([p.to(parts[0].device) for p in parts]).tolist()
+        values = torch.cat([p.to(parts[0].device) for p in parts])
+        if self._dist is not None:  # the loss is each process's own; norms are global
+            values[0] = self._dist.mean(values[:1])[0]
+        values = values.tolist()
         self._losses, self._norms, self._steps = [], [], 0
         if len(values) == 1:
             return values[0] / steps, None, None
@@ -99,15 +115,15 @@ class TrainStep:
         return total / steps, mean_norm, clipped / steps
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> Any:
-        if self._forward_model is self.model:
-            return self.model(x, y)
+        if self._forward_model is self.module:
+            return self.module(x, y)
         try:
             return self._forward_model(x, y)
         except Exception as e:  # compilation happens on the first call, and can fail there
             logger.warning(f"torch.compile failed, continuing without it: {_first_line(e)}")
-            self._forward_model = self.model
+            self._forward_model = self.module
             self.compiled = False
-            return self.model(x, y)
+            return self.module(x, y)
 
 
 def _first_line(e: BaseException) -> str:

@@ -1,0 +1,117 @@
+"""``nanogpt train --nproc-per-node N``: start a run on N processes of this machine with
+torchrun's elastic launcher (the standard one; nothing home-made in its place).
+
+The resolved config travels as a JSON file, so every process runs exactly the options this
+process resolved; logging settings travel in ``LOG_LEVEL`` / ``LOG_FORMAT``. When a process
+fails, the launcher stops the others and the run ends with one line naming the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..checkpoint import read_checkpoint
+from ..config import TrainConfig, micro_batches_per_step
+from ..errors import CheckpointError, ConfigError, TrainingError
+from ..log import current_level, get_logger, output_format
+
+if TYPE_CHECKING:
+    from .engine import TrainResult
+
+logger = get_logger(__name__)
+
+
+def worker_args(config_path: Path) -> list[str]:
+    """What each process runs: ``python -m nanogpt_cli train-worker CONFIG.json``."""
+    return ["-m", "nanogpt_cli", "train-worker", str(config_path)]
+
+
+def launch(cfg: TrainConfig) -> TrainResult:
+    """Run ``cfg`` on ``nproc_per_node`` processes; returns the ``TrainResult`` read back from
+    the run's checkpoint. A failed process ends the run: ``TrainingError``."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from .engine import TrainResult
+
+    n = cfg.system.nproc_per_node
+    if micro_batches_per_step(cfg) % n:
+        raise ConfigError(
+            f"{micro_batches_per_step(cfg)} micro-batches per step do not divide among {n} "
+            "processes; set --gradient-accumulation-steps (or --total-batch-tokens) to a "
+            f"multiple of {n}"
+        )
+    start = time.perf_counter()
+    # The launcher's own notices ("sending SIGTERM to ...") would bury the one line below.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    env = {"LOG_LEVEL": current_level(), "LOG_FORMAT": output_format()}
+    # The machine's cores shared among the processes (torchrun would give each one).
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(
+        max(1, (os.cpu_count() or 1) // n)
+    )
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=n,
+        run_id=f"nanogpt-{uuid.uuid4()}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # torchrun --standalone: a local rendezvous
+        max_restarts=0,
+    )
+    logger.info(f"starting {n} processes (torchrun's elastic launcher)")
+    with tempfile.TemporaryDirectory(prefix="nanogpt-run-") as tmp:
+        path = Path(tmp) / "config.json"
+        path.write_text(json.dumps(cfg.to_dict()), encoding="utf-8")
+        try:
+            with _environment(env):  # the processes inherit it
+                elastic_launch(config, sys.executable)(*worker_args(path))
+        except ChildFailedError as e:
+            raise TrainingError(f"the run ended: {_failures(e, n)}; resume with --resume") from None
+    try:
+        ckpt = read_checkpoint(cfg.eval.out_dir)
+        iter_num, best = ckpt.state.iter_num, ckpt.state.best_val_loss
+    except CheckpointError:  # an evaluation-only run saves none
+        iter_num, best = cfg.optim.max_iters, float("inf")
+    return TrainResult(
+        out_dir=Path(cfg.eval.out_dir),
+        iter_num=iter_num,
+        best_val_loss=best,
+        val_loss=None,
+        train_loss=None,
+        saved=True,
+        seconds=time.perf_counter() - start,
+    )
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` for the duration, the previous values restored after."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _failures(error: object, n: int) -> str:
+    """Which process failed first, and how (its own error line is printed above)."""
+    rank, first = error.get_first_failure()  # type: ignore[attr-defined]
+    code = first.exitcode
+    how = f"was killed by {first.signal_name()}" if code < 0 else f"exited with code {code}"
+    others = len(error.failures) - 1  # type: ignore[attr-defined]
+    return f"process {rank} of {n} {how}" + (f" ({others} more stopped)" if others else "")
