@@ -27,6 +27,7 @@ DType = Literal["auto", "float32", "bfloat16", "float16"]
 SaveFormat = Literal["separated", "unified", "model-only"]
 TrackerName = Literal["none", "tensorboard", "wandb"]
 Strategy = Literal["ddp", "fsdp"]
+ResumeMode = Literal["no", "yes", "auto"]
 
 DEFAULT_PRESET = "shakespeare-char"
 
@@ -99,6 +100,10 @@ class OptimConfig:
     warmup_iters: int = opt(2000, "Steps of linear learning-rate warmup.")
     lr_decay_iters: int = opt(600000, "Step at which the cosine decay reaches min_lr.")
     min_lr: float = opt(6e-5, "Learning rate at the end of the decay.")
+    max_bad_steps: int = opt(
+        10,
+        "Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.",
+    )
 
 
 @dataclass
@@ -113,8 +118,12 @@ class EvalConfig:
     always_save_checkpoint: bool = opt(
         True, "Save at every evaluation, not only when val loss improves."
     )
-    resume: bool = opt(
-        False, "Resume from the checkpoint in out_dir, with its saved options as the base."
+    resume: ResumeMode = opt(
+        "no",
+        "Continue from out_dir's checkpoint and its options: yes (plain --resume), auto (if "
+        "one exists) or no.",
+        bare="yes",
+        booleans=("no", "yes"),
     )
     init_from: str = opt(
         "scratch",
@@ -208,6 +217,8 @@ class OptionSpec:
     # Flags that set this option to a value: {"save_model_only": "model-only"}.
     shortcuts: tuple[tuple[str, Any], ...] = ()
     complete: str | None = None  # what shell completion offers: dataset, checkpoint, ...
+    bare: Any = None  # the value of the flag given without one (--resume: yes)
+    booleans: tuple[Any, Any] | None = None  # the values false and true stand for
 
     @property
     def flag(self) -> str:
@@ -247,6 +258,8 @@ def option_specs() -> list[OptionSpec]:
                     default_text=f.metadata.get("default_text"),
                     shortcuts=tuple(f.metadata.get("shortcuts", {}).items()),
                     complete=f.metadata.get("complete"),
+                    bare=f.metadata.get("bare"),
+                    booleans=f.metadata.get("booleans"),
                 )
             )
     return specs
@@ -463,7 +476,7 @@ def build_config(
     for group in (base or {}).values():
         for name, value in group.items() if isinstance(group, Mapping) else ():
             if name in _SPECS:
-                values[name] = value
+                values[name] = _alias(name, value)
     if preset is not None:
         values.update(preset_values(preset))
     if config_file is not None:
@@ -477,12 +490,29 @@ def build_config(
         if name not in _SPECS:
             problems.append(f"unknown option '{name}'{_suggest(name, _SPECS)}")
             continue
-        values[name] = value
+        values[name] = _alias(name, value)
     cfg = apply_values(TrainConfig(), values)
     problems += validate(cfg)
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
     return cfg
+
+
+def _alias(name: str, value: Any) -> Any:
+    """``value`` with a boolean spelled as its option's choice (``resume=True``: ``yes``)."""
+    spec = _SPECS.get(name)
+    if spec is not None and spec.booleans is not None and isinstance(value, bool):
+        return spec.booleans[value]
+    return value
+
+
+def bare_flags() -> dict[str, tuple[Any, tuple[Any, ...]]]:
+    """Flags that may be given without a value: flag -> (that value, the choices)."""
+    return {
+        s.flag: (s.bare, typing.get_args(s.base_type))
+        for s in _SPECS.values()
+        if s.bare is not None
+    }
 
 
 def _expand_shortcuts(overrides: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
@@ -599,6 +629,8 @@ def _check_type(spec: OptionSpec, value: Any) -> Any:
         return None
     if typing.get_origin(base) is Literal:
         choices = typing.get_args(base)
+        if isinstance(value, bool) and spec.booleans is not None:
+            return spec.booleans[value]  # resume = true in a file, resume=True from Python
         if value in choices:
             return value
         return _TypeProblem(f"expected one of {', '.join(choices)}, got {value!r}")
@@ -654,6 +686,7 @@ def validate(cfg: TrainConfig) -> list[str]:
         "log_interval",
         "nproc_per_node",
         "dist_timeout",
+        "max_bad_steps",
     ]
     for name in positive:
         value = getattr(getattr(cfg, _OWNER[name]), name)

@@ -77,6 +77,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_two_ddp_processes_equal_one_with_the_same_global_batch(runs: dict[str, Path]) -> None:
     assert_same_run(runs["one"], runs["ddp"])
+    # the launcher leaves this process's signal handlers as they were
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert read_checkpoint(runs["ddp"]).state.iter_num == 20
 
 

@@ -103,11 +103,17 @@ def test_a_run_that_fails_is_a_failed_wandb_run(
 
     fake = FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", fake.module())
-    monkeypatch.setattr(
-        "nanogpt_cli.train.step.TrainStep.read", lambda self: (float("nan"), None, None)
-    )
+    from nanogpt_cli.model import GPT
+
+    forward = GPT.forward
+
+    def diverged(self: GPT, *args: Any, **kwargs: Any) -> Any:
+        logits, loss = forward(self, *args, **kwargs)
+        return logits, loss * float("nan") if self.training and loss is not None else loss
+
+    monkeypatch.setattr(GPT, "forward", diverged)
     with pytest.raises(TrainingError):
-        run(tiny_options, tracker="wandb", max_iters=10)
+        run(tiny_options, tracker="wandb", max_iters=10, max_bad_steps=1)
     assert fake.exit_codes == [1]
 
 

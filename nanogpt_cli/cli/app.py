@@ -90,10 +90,31 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _expand_bare_flags(args: list[str]) -> list[str]:
+    """Give options that take an optional value theirs: ``--resume`` is ``--resume yes`` and
+    ``--no-resume`` ``--resume no`` (Click options cannot have optional values)."""
+    from ..config import bare_flags
+
+    flags = bare_flags()
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        flag = arg.replace("_", "-")
+        if flag in flags:
+            bare, choices = flags[flag]
+            out.append(flag)
+            if i + 1 == len(args) or args[i + 1] not in choices:
+                out.append(str(bare))
+        elif flag.startswith("--no-") and "--" + flag[5:] in flags:
+            out += ["--" + flag[5:], str(flags["--" + flag[5:]][1][0])]
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: run the app; our errors and usage errors print one line."""
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _expand_bare_flags(list(sys.argv[1:] if argv is None else argv))
     try:
         code = app(args=args, prog_name="nanogpt", standalone_mode=False)
     except NanoGPTError as e:

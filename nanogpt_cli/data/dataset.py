@@ -72,10 +72,12 @@ def open_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         if not bin_path.exists():
             raise DatasetError(f"dataset '{name}' has no {bin_path}; prepare it again")
         size = bin_path.stat().st_size
-        if size == 0 or size % TOKEN_BYTES:
+        if size == 0:
+            raise DatasetError(f"{bin_path} is empty; prepare the dataset again (--force)")
+        if size % TOKEN_BYTES:
             raise DatasetError(
                 f"{bin_path} has {size} bytes, not a whole number of uint16 tokens; "
-                "prepare the dataset again"
+                "prepare the dataset again (--force)"
             )
     return Dataset(name=str(meta.get("name", name)), path=path, meta=meta)
 

@@ -56,13 +56,17 @@ from .distributed import (
 from .evaluate import evaluation_windows, split_losses
 from .metrics import METRICS_FILE, MetricsWriter, NullMetrics
 from .optim import apply_hyperparameters, build_optimizer, learning_rate
+from .signals import Interrupted, StopRequests
 from .state import capture_rng, restore_rng
-from .step import TrainStep
+from .step import StepReport, TrainStep
 from .trackers import make_tracker
 
 logger = get_logger(__name__)
 
 RUN_CONFIG_FILE = "config.toml"
+# An interval's loss above SPIKE x the moving average (factor EMA per interval) of the
+# ones before is a spike, once SPIKE_AFTER intervals have set the average.
+SPIKE, EMA, SPIKE_AFTER = 1.5, 0.1, 5
 # Model fields a resumed run takes from its checkpoint: they fix the weights' shapes.
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias", "activation")
 
@@ -112,12 +116,15 @@ def resolve_config(
     preset, config file or flag given explicitly still applies on top.
     """
     cfg = build_config(preset or default_preset, config_file, overrides)
-    if not cfg.eval.resume:
+    if cfg.eval.resume == "no":
         return cfg
     try:
         ckpt = read_checkpoint(cfg.eval.out_dir)
     except CheckpointError:
-        return cfg  # the trainer reports the missing checkpoint
+        if cfg.eval.resume == "auto":  # nothing to resume: a fresh run
+            logger.info(f"no checkpoint in {cfg.eval.out_dir} to resume: starting afresh")
+            cfg.eval.resume = "no"
+        return cfg  # else the trainer reports the missing checkpoint
     saved = dict(ckpt.config or {})
     if ckpt.format in ("unified", "separated"):
         # Keep writing the format found (an original nanoGPT ckpt.pt, a converted one)
@@ -127,6 +134,7 @@ def resolve_config(
         return cfg
     resumed = build_config(preset, config_file, overrides, base=saved)
     resumed.eval.out_dir = cfg.eval.out_dir  # where the checkpoint was found
+    resumed.eval.resume = "yes"
     before = build_config(None, base=saved).flat()
     changed = [
         f"{option_flag(name)} {before[name]} -> {value}"
@@ -174,7 +182,8 @@ class Trainer:
             )
 
         self.dataset = open_dataset(cfg.data.dataset, cfg.data.data_dir)
-        resume_from = self._resume_checkpoint() if cfg.eval.resume else None
+        resume_from = self._resume_checkpoint() if self._wants_resume() else None
+        self.resumed = resume_from is not None
         init = None
         if resume_from is None and cfg.eval.init_from != "scratch":
             init = self._init_checkpoint()
@@ -202,7 +211,6 @@ class Trainer:
             world=world,
             per_step=self.micro_batches,
         )
-        self.resumed = resume_from is not None
         if resume_from is not None:
             self._restore(resume_from)
         if self.dist is not None and self.dist.rank > 0:
@@ -233,11 +241,27 @@ class Trainer:
         )
         self.peak = peak_flops(self.device, self.dtype)
         self._warned_slow = False
+        self._bad_streak = 0  # steps skipped in a row
+        self._loss_ema: float | None = None
+        self._ema_intervals = 0
+        self._stop = StopRequests()
         self.tokens_per_iter = (
             self.micro_batches * cfg.data.batch_size * self.model_config.block_size
         )
 
     # -- setup ---------------------------------------------------------------------------
+
+    def _wants_resume(self) -> bool:
+        """Whether this run continues from out_dir's checkpoint (``auto``: if it has one)."""
+        mode = self.cfg.eval.resume
+        if mode != "auto":
+            return mode == "yes"
+        try:
+            read_checkpoint(self.out_dir)
+        except CheckpointError:
+            logger.info(f"no checkpoint in {self.out_dir} to resume: starting afresh")
+            return False
+        return True
 
     def _resume_checkpoint(self) -> Checkpoint:
         try:
@@ -268,6 +292,12 @@ class Trainer:
     def _load_initial_weights(self, ckpt: Checkpoint) -> None:
         load_weights(ckpt, self.model)
         wanted = self.cfg.model.block_size
+        if wanted > self.model_config.block_size:
+            raise ConfigError(
+                f"--block-size {wanted} is larger than the context of the weights in "
+                f"{self.cfg.eval.init_from} ({self.model_config.block_size}); give --block-size "
+                f"{self.model_config.block_size} or less"
+            )
         if wanted < self.model_config.block_size:
             self.model.crop_block_size(wanted)
             self.model_config = self.model.config
@@ -288,7 +318,7 @@ class Trainer:
                 )
             return dataclasses.replace(wanted, vocab_size=vocab)
         saved = ckpt.model_config
-        if not self.cfg.eval.resume:  # --init-from: the shape is the weights'
+        if not self.resumed:  # --init-from: the shape is the weights'
             return dataclasses.replace(saved, dropout=wanted.dropout)
         for name in SHAPE_FIELDS:
             if name == "vocab_size" and wanted.vocab_size is None:
@@ -371,7 +401,10 @@ class Trainer:
         try:
             # On a terminal a live line shows the progress and the per-interval lines go to
             # --verbose; in a log file those lines are the progress (no bar, no extra lines).
-            with progress("train", total=cfg.optim.max_iters, unit="iters", every=None) as bar:
+            with (
+                self._stop,
+                progress("train", total=cfg.optim.max_iters, unit="iters", every=None) as bar,
+            ):
                 bar.update(completed=state.iter_num)
                 try:
                     saved, train_loss, val_loss = self._loop(metrics, bar)
@@ -459,38 +492,72 @@ class Trainer:
             iters_since_log += 1
             bar.advance()
 
-            if state.iter_num % cfg.eval.log_interval == 0:
-                loss, grad_norm, clip_frac = self.step.read()
+            at_log = state.iter_num % cfg.eval.log_interval == 0
+            if at_log:
+                report = self.step.read()
+                self._check_health(report)
                 now = time.perf_counter()
-                self._report(
-                    metrics,
-                    bar,
-                    lr=lr,
-                    loss=loss,
-                    grad_norm=grad_norm,
-                    clip_frac=clip_frac,
-                    dt=(now - t_log) / iters_since_log,
-                )
+                self._report(metrics, bar, lr, report, (now - t_log) / iters_since_log)
                 t_log, iters_since_log = now, 0
+            if self._stop_requested(at_log):
+                self.save(pending_loader_state)
+                raise Interrupted(
+                    f"stopped by {self._stop.name} at iteration {state.iter_num}; the "
+                    f"checkpoint in {self.out_dir} continues it with --resume",
+                    self._stop.signum or 15,
+                )
         # A run always leaves a checkpoint behind, even if no evaluation improved.
         if not saved and not cfg.eval.eval_only and state.iter_num > first_iter:
             self.save(pending_loader_state)
             saved = True
         return saved, train_loss, val_loss
 
+    def _stop_requested(self, at_log: bool) -> bool:
+        """Whether a stop signal arrived. The processes of a distributed run agree on it at
+        log intervals (their signals arrive at different steps)."""
+        if self.dist is None:
+            return self._stop.signum is not None
+        if not at_log:
+            return False
+        flag = torch.tensor([float(self._stop.signum or 0)], device=self.device)
+        agreed = int(self.dist.sum(flag).item())
+        if agreed and self._stop.signum is None:
+            self._stop.signum = 15  # another process was told to stop
+        return agreed > 0
+
+    def _check_health(self, report: StepReport) -> None:
+        """Log the steps that were skipped (non-finite loss or gradient) and stop the run
+        after ``max_bad_steps`` of them in a row."""
+        first = self.state.iter_num - len(report.bad) + 1
+        for i, bad in enumerate(report.bad):
+            if not bad:
+                self._bad_streak = 0
+                continue
+            self._bad_streak += 1
+            logger.warning(
+                f"iteration {first + i} skipped: loss {report.losses[i]:.4g}, gradient norm "
+                f"{report.norms[i]:.4g} (not finite); the weights are unchanged",
+                iter=first + i,
+            )
+            if self._bad_streak >= self.cfg.optim.max_bad_steps:
+                raise TrainingError(
+                    f"{self._bad_streak} steps in a row had a non-finite loss or gradient (up "
+                    f"to iteration {first + i}); the run stops with the weights of before. "
+                    "Lower --learning-rate, set --grad-clip, or train in float32/bfloat16; "
+                    "resume from the last checkpoint with --resume"
+                )
+
     def _report(
         self,
         metrics: MetricsWriter | NullMetrics,
         bar: Progress,
-        *,
         lr: float,
-        loss: float,
-        grad_norm: float | None,
-        clip_frac: float | None,
+        report: StepReport,
         dt: float,
     ) -> None:
         """The log line, metrics record and progress status of one log interval."""
         state, cfg = self.state, self.cfg
+        loss, grad_norm, clip_frac = report.loss, report.grad_norm, report.clip_frac
         tokens_per_s = self.tokens_per_iter / dt
         flops_per_iter = self.model.flops_per_token() * self.tokens_per_iter
         mfu = flops_per_iter / dt / self.peak if self.peak else None
@@ -535,11 +602,25 @@ class Trainer:
                 f"this run will take about {_duration(eta)} on the CPU; "
                 "a smaller model trains in minutes, e.g. --preset shakespeare-char-cpu"
             )
+        self._watch_for_spikes(loss, grad_norm)
+
+    def _watch_for_spikes(self, loss: float, grad_norm: float | None) -> None:
+        """Warn when an interval's loss jumps well above the recent ones (a spike often
+        follows a large gradient: the norm is in the message)."""
         if not math.isfinite(loss):
-            raise TrainingError(
-                f"training loss became {loss} at iteration {state.iter_num}; "
-                "lower --learning-rate or set --grad-clip"
+            return
+        recent = self._loss_ema
+        if recent is not None and self._ema_intervals >= SPIKE_AFTER and loss > SPIKE * recent:
+            norm = f", gradient norm {grad_norm:.3g}" if grad_norm is not None else ""
+            logger.warning(
+                f"loss spike at iteration {self.state.iter_num}: {loss:.4f}, "
+                f"{loss / recent:.1f}x the recent {recent:.4f}{norm}",
+                iter=self.state.iter_num,
+                loss=loss,
+                grad_norm=grad_norm,
             )
+        self._loss_ema = loss if recent is None else recent + EMA * (loss - recent)
+        self._ema_intervals += 1
 
     def evaluate(self) -> dict[str, float]:
         """Mean loss over the fixed evaluation windows of each split (shared among the
@@ -556,6 +637,11 @@ class Trainer:
         weights, optimizer_state = full_state(self.model, self.optimizer, self.dist)
         if not self.main:
             return
+        if not all(torch.isfinite(w).all() for w in weights.values()):
+            raise TrainingError(
+                f"the weights are not finite at iteration {self.state.iter_num}; the checkpoint "
+                f"in {self.out_dir} was not overwritten. Lower --learning-rate or set --grad-clip"
+            )
         self.state.rng = {**capture_rng(), "loader": loader_state}
         fmt = self.cfg.eval.save_format
         ckpt = Checkpoint(
@@ -597,7 +683,7 @@ def write_run_config(path: Path, cfg: TrainConfig) -> None:
         f"Repeat it with: nanogpt train --config {path}"
     )
     repeat = copy.deepcopy(cfg)
-    repeat.eval.resume = False  # a repeat starts afresh (add --resume to continue instead)
+    repeat.eval.resume = "no"  # a repeat starts afresh (add --resume to continue instead)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(config_toml(repeat, header), encoding="utf-8")
     os.replace(tmp, path)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -73,7 +74,7 @@ def launch(cfg: TrainConfig) -> TrainResult:
         path = Path(tmp) / "config.json"
         path.write_text(json.dumps(cfg.to_dict()), encoding="utf-8")
         try:
-            with _environment(env):  # the processes inherit it
+            with _environment(env), _signal_handlers():  # the processes inherit env
                 elastic_launch(config, sys.executable)(*worker_args(path))
         except ChildFailedError as e:
             raise TrainingError(f"the run ended: {_failures(e, n)}; resume with --resume") from None
@@ -106,6 +107,20 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _signal_handlers() -> Iterator[None]:
+    """The launcher installs its own handlers (to stop the processes on Ctrl-C); put the
+    previous ones back afterwards."""
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s]
+    before = {s: signal.getsignal(s) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            if handler is not None:
+                signal.signal(s, handler)
 
 
 def _failures(error: object, n: int) -> str:

@@ -42,6 +42,19 @@ def apply_hyperparameters(optimizer: torch.optim.Optimizer, cfg: OptimConfig) ->
     decay["weight_decay"], no_decay["weight_decay"] = cfg.weight_decay, 0.0
     for group in optimizer.param_groups:
         group["betas"] = (cfg.beta1, cfg.beta2)
+        # and this machine's kernel choice (a state saved by nanoGPT's unfused optimizer)
+        group["fused"] = optimizer.defaults.get("fused")
+
+
+def total_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """The gradients' total norm (over all shards with FSDP)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    if not hasattr(torch.nn.utils, "get_total_norm"):  # torch < 2.6
+        return torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+    norm = torch.nn.utils.get_total_norm(grads)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 def clip_gradients(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:

@@ -11,18 +11,32 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..log import get_logger
 from .device import autocast
-from .optim import clip_gradients
+from .optim import clip_gradients, total_norm
 
 logger = get_logger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-FOLD_AT = 1024  # micro-step losses kept before they are summed into one
+
+
+@dataclass
+class StepReport:
+    """The steps since the last read: mean loss of the good ones, mean gradient norm and
+    clipping rate (None without clipping), and per step whether it was skipped (bad), its
+    loss and its gradient norm."""
+
+    loss: float
+    grad_norm: float | None
+    clip_frac: float | None
+    bad: list[bool]
+    losses: list[float]
+    norms: list[float]
 
 
 class TrainStep:
@@ -58,14 +72,19 @@ class TrainStep:
         self._sync = sync or (lambda last: contextlib.nullcontext())
         self._dist = dist
         self._forward_model: Any = torch.compile(self.module) if compile else self.module
-        # Since the last read: the micro-steps' losses and the steps' gradient norms, kept as
-        # device tensors (appending costs no kernel launch; read() reduces them at once).
+        # Since the last read, one entry per step, kept as device tensors (appending costs
+        # no kernel launch; read() reduces them at once): loss, gradient norm, skipped.
         self._losses: list[torch.Tensor] = []
         self._norms: list[torch.Tensor] = []
-        self._steps = 0
+        self._bad: list[torch.Tensor] = []
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, fetch: Callable[[], Batch]) -> Batch:
-        """One optimizer step starting from batch ``(x, y)``; returns the batch after it."""
+        """One optimizer step starting from batch ``(x, y)``; returns the batch after it.
+
+        A step whose loss or gradient is not finite changes nothing: the optimizer skips it
+        (with fp16, GradScaler skips gradient overflows as usual).
+        """
+        step_loss: torch.Tensor | None = None
         for micro in range(self.grad_accum):
             with self._sync(micro == self.grad_accum - 1):
                 with autocast(self.device, self.dtype):
@@ -73,46 +92,76 @@ class TrainStep:
                     loss = loss / self.grad_accum
                 x, y = fetch()
                 self.scaler.scale(loss).backward()
-            self._losses.append(loss.detach())
+            step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+        assert step_loss is not None
+        self.scaler.unscale_(self.optimizer)  # (nothing to do without fp16)
         if self.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            self._norms.append(clip_gradients(self.params, self.grad_clip))
-        self.scaler.step(self.optimizer)
+            norm = clip_gradients(self.params, self.grad_clip)
+        else:
+            norm = total_norm(self.params)
+        if self.scaler.is_enabled():
+            # Overflows are the scaler's business; only a non-finite loss counts as bad.
+            bad = ~torch.isfinite(step_loss)
+            self.scaler.step(self.optimizer)
+        else:
+            bad = ~torch.isfinite(norm)  # a NaN or inf loss makes the gradients so too
+            self._guarded_step(bad)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self._steps += 1
-        if len(self._losses) > FOLD_AT:  # a very long log interval: keep the lists short
-            self._losses = [torch.stack(self._losses).sum()]
+        self._losses.append(step_loss.float())
+        self._norms.append(norm.float())
+        self._bad.append(bad)
         return x, y
 
-    def read(self) -> tuple[float, float | None, float | None]:
-        """Mean loss, mean gradient norm and clipping rate over the steps since the last
-        read (norm and rate are None without clipping). The one host-device sync.
+    def _guarded_step(self, bad: torch.Tensor) -> None:
+        # The fused AdamW kernel skips its update where ``found_inf`` is set, the way
+        # GradScaler drives it: a step with a non-finite gradient is skipped on the device.
+        if all(group.get("fused") for group in self.optimizer.param_groups):
+            self.optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf  # type: ignore[attr-defined]
+        elif not bad.item():  # another optimizer: the host decides (a sync per step)
+            self.optimizer.step()
 
-        Steps whose gradients overflowed (fp16; the scaler skips them) are left out of the
-        mean norm, which they would make infinite.
-        """
-        steps = max(self._steps, 1)
-        loss = torch.stack(self._losses).sum() if self._losses else torch.zeros(())
-        parts = [loss.float().reshape(1)]
-        if self._norms:
-            norms = torch.stack(self._norms).float()
-            finite = norms.isfinite()
-            parts += [
-                torch.where(finite, norms, 0).sum().reshape(1),
-                finite.sum().reshape(1).float(),
-                (norms > self.grad_clip).sum().reshape(1).float(),
+    def read(self) -> StepReport:
+        """What happened since the last read: the one host-device sync of the loop."""
+        steps = len(self._losses)
+        if steps == 0:
+            return StepReport(float("nan"), None, None, [], [], [])
+        losses = torch.stack(self._losses)
+        norms = torch.stack(self._norms)
+        bad = torch.stack(self._bad)
+        good = ~bad
+        finite = norms.isfinite()
+        sums = torch.stack(
+            [
+                torch.where(good, losses, 0).sum(),
+                good.sum().float(),
+                torch.where(finite, norms, 0).sum(),
+                finite.sum().float(),
+                (norms > self.grad_clip).sum().float(),
             ]
-        values = torch.cat([p.to(parts[0].device) for p in parts])
-        if self._dist is not None:  # the loss is each process's own; norms are global
-            values[0] = self._dist.mean(values[:1])[0]
-        values = values.tolist()
-        self._losses, self._norms, self._steps = [], [], 0
-        if len(values) == 1:
-            return values[0] / steps, None, None
-        total, norm_sum, n_finite, clipped = values
-        mean_norm = norm_sum / n_finite if n_finite else float("inf")
-        return total / steps, mean_norm, clipped / steps
+        )
+        if self._dist is not None:
+            # Losses are each process's own (norms are global): sum the good ones; a step
+            # is bad if it was bad anywhere.
+            sums[:2] = self._dist.sum(sums[:2])
+            bad = self._dist.sum(bad.float()) > 0
+        values = torch.cat([sums, bad.float(), losses, norms]).tolist()
+        self._losses, self._norms, self._bad = [], [], []
+        loss_sum, n_good, norm_sum, n_finite, clipped = values[:5]
+        flags = [v > 0 for v in values[5 : 5 + steps]]
+        clip = self.grad_clip > 0
+        return StepReport(
+            loss=loss_sum / n_good if n_good else float("nan"),
+            grad_norm=(norm_sum / n_finite if n_finite else float("inf")) if clip else None,
+            clip_frac=clipped / steps if clip else None,
+            bad=flags,
+            losses=values[5 + steps : 5 + 2 * steps],
+            norms=values[5 + 2 * steps :],
+        )
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> Any:
         if self._forward_model is self.module:
