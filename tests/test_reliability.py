@@ -244,3 +244,36 @@ def test_non_finite_weights_are_never_saved(tiny_options: dict[str, Any]) -> Non
     with pytest.raises(TrainingError, match="not overwritten"):
         trainer.save(trainer.train_loader.state())
     assert (out / MODEL_FILE).read_bytes() == before
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="no SIGUSR1 here")
+def test_a_preemption_warning_stops_like_sigterm() -> None:
+    from nanogpt_cli.train.signals import Interrupted
+
+    with StopRequests() as stop:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert stop.signum == signal.SIGUSR1
+    assert Interrupted("stopped", signal.SIGUSR1).exit_code == 138
+
+
+def test_a_loss_spike_is_logged_with_the_gradient_norm(
+    tiny_options: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    forward = GPT.forward
+    calls = {"n": 0}
+
+    def spiky(self: GPT, *args: Any, **kwargs: Any) -> Any:
+        logits, loss = forward(self, *args, **kwargs)
+        if self.training and loss is not None:
+            calls["n"] += 1
+            if calls["n"] == 15:  # one step with three times the loss
+                loss = loss * 3
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", spiky)
+    run(tiny_options, max_iters=20, log_interval=1)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "loss spike" in line]
+    assert len(warnings) == 1 and "iteration 15" in warnings[0]
+    assert "gradient norm" in warnings[0]
