@@ -46,6 +46,63 @@ def test_help_loads_no_heavy_modules() -> None:
     assert out.stdout.strip().endswith("CLEAN")
 
 
+def test_root_help_and_command_completion_import_no_command() -> None:
+    """`nanogpt --help` and completing a command name load none of the command modules."""
+    code = (
+        "import sys\nfrom nanogpt_cli.cli.app import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('nanogpt_cli.')"
+        " or m in ('typer.rich_utils', 'nanogpt_cli.config'))\n"
+        "print('LOADED', ','.join(loaded))\n"
+    )
+    env = {
+        **os.environ,
+        "_NANOGPT_COMPLETE": "complete_bash",
+        "COMP_WORDS": "nanogpt ",
+        "COMP_CWORD": "1",
+    }
+    for args, extra in (([], {}), (["--help"], {}), ([], env)):
+        out = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=extra or None,
+        ).stdout
+        loaded = out.rsplit("LOADED", 1)[1].split()[0].split(",") if "LOADED " in out else []
+        assert set(loaded) <= {
+            "nanogpt_cli.cli",
+            "nanogpt_cli.cli.app",
+            "nanogpt_cli.errors",
+            "nanogpt_cli.cli.roothelp",
+        }, (args, loaded)
+        assert "train" in out
+
+
+def test_root_help_lines_match_the_commands_own_help() -> None:
+    """The root's command table says what each command's own help says, and lists them all."""
+    from typer.main import get_command
+
+    from nanogpt_cli.cli.app import COMMANDS
+
+    root = get_command(app)
+    for name, entry in COMMANDS.items():
+        cmd = root.get_command(None, name)  # type: ignore[attr-defined]
+        assert cmd is not None and cmd.name == name and cmd.hidden == entry.hidden
+        if not entry.hidden:
+            assert (cmd.help or "").split("\n\n")[0].replace("\n", " ") == entry.help, name
+    result = runner.invoke(app, ["--help"], env=WIDE)
+    assert result.exit_code == 0
+    listed = [ln.split()[1] for ln in result.stdout.splitlines() if ln.startswith("│ ")]
+    visible = [n for n, e in COMMANDS.items() if not e.hidden]
+    assert listed[-len(visible) :] == visible
+    assert {"--version", "--help", "--install-completion"} <= set(listed)
+    # narrow terminals wrap the help inside the panels, every line the same width
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "60", "NO_COLOR": "1"})
+    boxed = [ln for ln in result.stdout.splitlines() if ln and ln[0] in "╭│╰"]
+    assert boxed and {len(ln) for ln in boxed} == {60}
+
+
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"nanogpt {nanogpt_cli.__version__}"

@@ -46,8 +46,8 @@ def command_lines() -> list[tuple[str, str]]:
 
 def _resolve(root: Any, words: list[str]) -> tuple[Any, list[str]]:
     cmd = root
-    while words and getattr(cmd, "commands", None) and words[0] in cmd.commands:
-        cmd = cmd.commands[words.pop(0)]
+    while words and hasattr(cmd, "list_commands") and words[0] in cmd.list_commands(None):
+        cmd = cmd.get_command(None, words.pop(0))
     return cmd, words
 
 
@@ -60,7 +60,7 @@ def test_documented_commands_exist_with_their_options(doc: str, line: str) -> No
     # Synopsis lines ("[--source PATH_OR_URL]") are checked without their brackets.
     words = [w.strip("[]") for w in shlex.split(line, comments=True)[1:]]
     cmd, rest = _resolve(get_command(app), words)
-    assert not getattr(cmd, "commands", None), f"{doc}: `{line}` names no command"
+    assert not hasattr(cmd, "list_commands"), f"{doc}: `{line}` names no command"
     known = {opt for param in cmd.params for opt in (*param.opts, *param.secondary_opts)}
     known |= {"--help", "-h"}
     for word in rest:

@@ -180,12 +180,11 @@ def test_every_command_has_the_output_options(capsys: pytest.CaptureFixture[str]
     from nanogpt_cli.cli.app import app
 
     def leaves(cmd: Any, path: str) -> Iterator[tuple[str, Any]]:
-        subcommands = getattr(cmd, "commands", None)
-        if subcommands is None:
+        if not hasattr(cmd, "list_commands"):
             yield path, cmd
             return
-        for name, sub in subcommands.items():
-            yield from leaves(sub, f"{path} {name}")
+        for name in cmd.list_commands(None):
+            yield from leaves(cmd.get_command(None, name), f"{path} {name}")
 
     found = list(leaves(get_command(app), "nanogpt"))
     assert len(found) >= 15

@@ -2,22 +2,132 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Annotated, Optional
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional
 
 import typer
+import typer.core
+import typer.main
 
 from .. import __version__
 from ..errors import NanoGPTError
-from . import bench, convert, eval, finetune, plot, prepare, presets, sample, train
-from .options import command
 
 DEBUG_ENV = "NANOGPT_DEBUG"
 
+
+@dataclass(frozen=True)
+class _Entry:
+    """A command of the root: where it lives, and its line in ``nanogpt --help``."""
+
+    module: str  # in nanogpt_cli.cli
+    attr: str  # a Typer app (a group of subcommands) or a command function
+    help: str  # the first paragraph of its own help (a test keeps them equal)
+    hidden: bool = False
+
+
+# The commands, loaded only when used: ``nanogpt --help`` and shell completion import none
+# of them (docs/benchmarks.md, CLI start-up).
+COMMANDS: dict[str, _Entry] = {
+    "train": _Entry("train", "train", "Train a GPT model."),
+    "train-worker": _Entry("train", "train_worker", "", hidden=True),
+    "finetune": _Entry(
+        "finetune", "finetune", "Finetune GPT-2 (or any checkpoint) on a prepared dataset."
+    ),
+    "sample": _Entry("sample", "sample", "Generate text from a checkpoint, streamed to stdout."),
+    "eval": _Entry(
+        "eval",
+        "evaluate",
+        "Evaluate a checkpoint or a GPT-2 size: loss, perplexity and bits per byte.",
+    ),
+    "plot": _Entry("plot", "plot", "Plot the losses of one or more runs."),
+    "prepare": _Entry(
+        "prepare",
+        "app",
+        "Download and tokenize a dataset into train.bin / val.bin + meta.json.",
+    ),
+    "bench": _Entry(
+        "bench",
+        "app",
+        "Time the training step (nanogpt bench), generation (bench sample) and the batch "
+        "loader (bench data).",
+    ),
+    "presets": _Entry(
+        "presets", "app", "List presets, or show one as a TOML config file to save and edit."
+    ),
+    "convert-checkpoint": _Entry(
+        "convert",
+        "app",
+        "Convert checkpoints between formats (unified ckpt.pt, separated, model-only, Hugging "
+        "Face) and describe them. Alias: nanogpt convert.",
+    ),
+    "convert": _Entry("convert", "app", "", hidden=True),
+}
+
+
+def _load(name: str) -> typer.core.TyperGroup | typer.core.TyperCommand:
+    """Command ``name`` as Typer builds it, importing its module now."""
+    from .options import command
+
+    entry = COMMANDS[name]
+    target = getattr(importlib.import_module(f"{__package__}.{entry.module}"), entry.attr)
+    holder = typer.Typer(add_completion=False)
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name, hidden=entry.hidden)
+    else:
+        command(holder, name, hidden=entry.hidden)(target)
+    built = typer.main.get_command(holder)
+    if isinstance(built, typer.core.TyperGroup) and name in built.commands:
+        built = built.commands[name]  # the group around a sub-app
+    return built  # type: ignore[return-value]
+
+
+class _Root(typer.core.TyperGroup):
+    """The root group: loads a command when it is asked for, draws its own help."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return list(COMMANDS)
+
+    _listing = False  # True while completing a command name: no command is imported
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            entry = COMMANDS[cmd_name]
+            if self._listing:  # its name and help line are all that is needed
+                return typer.core.TyperCommand(cmd_name, help=entry.help, hidden=entry.hidden)
+            self.commands[cmd_name] = _load(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def shell_complete(self, ctx: typer.Context, incomplete: str) -> list[Any]:
+        self._listing = True
+        try:
+            return super().shell_complete(ctx, incomplete)
+        finally:
+            self._listing = False
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        from .roothelp import render
+
+        options = []
+        for param in self.get_params(ctx):
+            if getattr(param, "hidden", False):
+                continue
+            names = [*param.opts, *param.secondary_opts]
+            long = " / ".join(n for n in names if n.startswith("--"))
+            short = " ".join(n for n in names if not n.startswith("--"))
+            options.append((long, short, getattr(param, "help", None) or ""))
+        usage = f"{ctx.command_path} {' '.join(self.collect_usage_pieces(ctx))}"
+        commands = [(n, e.help) for n, e in COMMANDS.items() if not e.hidden]
+        # Printed here, not returned, as Typer's rich help does: `nanogpt` alone shows it too.
+        typer.echo(render(usage, self.help or "", options, commands), nl=False)
+
+
 app = typer.Typer(
     name="nanogpt",
+    cls=_Root,
     help="Prepare data for, train, finetune, evaluate, sample and convert GPT models.\n\n"
     "First minutes: nanogpt prepare shakespeare-char, nanogpt train (on a CPU: --preset "
     "shakespeare-char-cpu), nanogpt sample.",
@@ -29,17 +139,6 @@ app = typer.Typer(
     },
     pretty_exceptions_show_locals=False,
 )
-app.add_typer(prepare.app, name="prepare")
-command(app, "train")(train.train)
-command(app, "train-worker", hidden=True)(train.train_worker)
-command(app, "finetune")(finetune.finetune)
-command(app, "sample")(sample.sample)
-command(app, "eval")(eval.evaluate)
-command(app, "plot")(plot.plot)
-app.add_typer(bench.app, name="bench")
-app.add_typer(presets.app, name="presets")
-app.add_typer(convert.app, name="convert-checkpoint")
-app.add_typer(convert.app, name="convert", hidden=True)
 
 
 def _version(value: bool) -> None:
@@ -93,6 +192,8 @@ def _fail(message: str, code: int) -> None:
 def _expand_bare_flags(args: list[str]) -> list[str]:
     """Give options that take an optional value theirs: ``--resume`` is ``--resume yes`` and
     ``--no-resume`` ``--resume no`` (Click options cannot have optional values)."""
+    if not any(arg.startswith("--") for arg in args if arg not in ("--help", "--version")):
+        return args
     from ..config import bare_flags
 
     flags = bare_flags()
