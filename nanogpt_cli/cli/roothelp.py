@@ -83,7 +83,12 @@ def render(
     style = _Style(_color())
     out = ["", " " + style("Usage:", _YELLOW) + " " + style(usage, _BOLD), ""]
     for paragraph in description.split("\n\n"):
-        out += [" " + line for line in textwrap.wrap(" ".join(paragraph.split()), width - 2)]
+        out += [
+            " " + line
+            for line in textwrap.wrap(
+                " ".join(paragraph.split()), width - 2, break_on_hyphens=False
+            )
+        ]
         out.append("")
     out += _panel("Options", options, (_CYAN, _GREEN), width)
     out += _panel("Commands", [(name, "", text) for name, text in commands], (_CYAN, ""), width)
