@@ -344,6 +344,8 @@ class SampleBench:
     prompt_tokens: int
     new_tokens: int
     kv_cache: bool
+    compiled: bool
+    compile_s: float | None  # the untimed first run, which compiles the decode step
     first_token_ms: Spread
     decode_tokens_per_s: Spread
     total_tokens_per_s: Spread
@@ -361,10 +363,12 @@ def bench_sample(
     prompt_tokens: int = 1,
     repeats: int = 3,
     use_cache: bool = True,
+    compile: bool = False,
     seed: int = 1337,
 ) -> SampleBench:
     """Greedy generation of ``new_tokens`` tokens for ``batch_size`` rows, ``repeats`` times:
-    time to the first token (the prompt's forward pass included) and decoding speed."""
+    time to the first token (the prompt's forward pass included) and decoding speed. With
+    ``compile``, one untimed run first compiles the decode step (``compile_s``)."""
     from .sample import generate
 
     if min(batch_size, new_tokens, prompt_tokens, repeats) < 1:
@@ -375,11 +379,21 @@ def bench_sample(
     generator = torch.Generator().manual_seed(seed)
     prompt = torch.randint(0, vocab, (batch_size, prompt_tokens), generator=generator).to(device)
     model.eval()
+    compile_s = None
+    if compile:
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in generate(model, prompt, min(new_tokens, 3), temperature=0.0, compile=True):
+            pass
+        synchronize(device)
+        compile_s = time.perf_counter() - start
     first, decode, total, seconds = [], [], [], []
     for _ in range(repeats):
         synchronize(device)
         start = time.perf_counter()
-        stream = generate(model, prompt, new_tokens, temperature=0.0, use_cache=use_cache)
+        stream = generate(
+            model, prompt, new_tokens, temperature=0.0, use_cache=use_cache, compile=compile
+        )
         first_at = None
         for token in stream:
             if first_at is None:
@@ -401,6 +415,8 @@ def bench_sample(
         prompt_tokens=prompt_tokens,
         new_tokens=new_tokens,
         kv_cache=use_cache,
+        compiled=compile,
+        compile_s=compile_s,
         first_token_ms=Spread.of(first),
         decode_tokens_per_s=Spread.of(decode),
         total_tokens_per_s=Spread.of(total),

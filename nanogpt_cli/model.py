@@ -33,6 +33,8 @@ class Linear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # the compiler picks its own kernels
+            return F.linear(x, self.weight, self.bias)
         parts = torch.get_num_threads()
         rows = x.numel() // self.in_features
         if (
@@ -75,7 +77,9 @@ class CausalSelfAttention(nn.Module):
         self.n_embd = config.n_embd
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: LayerCache | StaticSlot | None = None
+    ) -> torch.Tensor:
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         hs = C // self.n_head
@@ -162,7 +166,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: LayerCache | StaticSlot | None = None
+    ) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache)
         x = x + self.mlp(self.ln_2(x))
         return x
@@ -179,6 +185,24 @@ class LayerCache:
         self, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         return self.parent.update(self.layer, k, v)
+
+
+class StaticSlot:
+    """One layer's cache for a decoding step of fixed shapes (``GPT.decode``): the new key
+    and value are written at position ``pos`` (a one-element tensor) and attention runs over
+    the whole preallocated cache, with the positions after ``pos`` masked."""
+
+    def __init__(
+        self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor
+    ) -> None:
+        self.k, self.v, self.pos, self.mask = k, v, pos, mask
+
+    def update(
+        self, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        self.k.index_copy_(2, self.pos, k)
+        self.v.index_copy_(2, self.pos, v)
+        return self.k, self.v, self.mask
 
 
 class KVCache:
@@ -335,6 +359,22 @@ class GPT(nn.Module):
                 logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
             )
         return logits, loss
+
+    def decode(
+        self, idx: torch.Tensor, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (B, vocab) of one new token per row, ``idx`` (B, 1), at position ``pos``
+        (a one-element long tensor), with the keys and values of ``KVCache.k`` / ``.v``.
+
+        Every shape is the same from one token to the next (attention covers the whole
+        cache, later positions masked), so this compiles once, and on CUDA runs as one CUDA
+        graph per token (``Sampler`` with ``compile``). The caller advances the cache.
+        """
+        mask = (torch.arange(k.size(3), device=idx.device) <= pos).view(1, 1, 1, -1)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, StaticSlot(k[i], v[i], pos, mask))
+        return self.lm_head(self.transformer.ln_f(x))[:, -1, :]
 
     def crop_block_size(self, block_size: int) -> None:
         """Shrink the context length, e.g. to finetune GPT-2 (1024) on shorter blocks."""

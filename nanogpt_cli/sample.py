@@ -8,11 +8,16 @@ and the cache is refilled from the tokens it keeps. Both paths, with and without
 condition on exactly the same window, so they produce the same tokens; ``window_stride=1``
 is nanoGPT's window (always the last ``block_size`` tokens), which re-reads the whole window
 for every token once the text is longer than the block.
+
+With ``compile``, each new token runs ``GPT.decode``, a step whose shapes never change,
+compiled once per model and batch size; on CUDA it is captured as a CUDA graph
+("reduce-overhead"), which removes the launch overhead of a step's ~100 small kernels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +26,7 @@ import torch
 from .checkpoint import model_from_checkpoint, read_pretrained
 from .data.tokenizer import Tokenizer, tokenizer_from_dict
 from .errors import ConfigError
+from .log import get_logger
 from .model import GPT, KVCache
 from .train.device import resolve_device, resolve_dtype
 
@@ -65,8 +71,12 @@ def generate(
     use_cache: bool = True,
     window_stride: int | None = None,
     vocab_size: int | None = None,
+    compile: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token of every row of ``idx`` (B, T), ``max_new_tokens`` times.
+
+    ``compile`` decodes with the compiled fixed-shape step (see the module's help); it
+    needs the KV cache.
 
     ``vocab_size`` restricts sampling to the tokenizer's ids when the model's vocabulary is
     padded beyond it (nanoGPT pads GPT-2's 50257 to 50304). Arguments are checked when this
@@ -76,9 +86,81 @@ def generate(
     stride = window_stride or default_stride(block)
     if not 1 <= stride <= block:
         raise ConfigError(f"--window-stride must be between 1 and the block size ({block})")
+    if compile and not use_cache:
+        raise ConfigError("--compile decodes with the KV cache; drop --no-kv-cache")
+    decoder = Decoder.of(model, idx.size(0)) if compile else None
     return _generate(
-        model, idx, max_new_tokens, temperature, top_k, generator, use_cache, stride, vocab_size
+        model,
+        idx,
+        max_new_tokens,
+        temperature,
+        top_k,
+        generator,
+        use_cache,
+        stride,
+        vocab_size,
+        decoder,
     )
+
+
+logger = get_logger(__name__)
+
+# The backend of torch.compile for decoding (tests trace with a cheaper one).
+COMPILE_BACKEND = "inductor"
+_DECODERS: weakref.WeakKeyDictionary[GPT, dict[int, Decoder]] = weakref.WeakKeyDictionary()
+
+
+class Decoder:
+    """``model.decode`` compiled for one batch size, with the KV cache it writes.
+
+    Kept per model and batch size, so generating again reuses the compiled step (and on
+    CUDA the captured graph, whose cache tensors must keep their addresses).
+    """
+
+    def __init__(self, model: GPT, batch_size: int) -> None:
+        self.cache = KVCache.for_model(model, batch_size)
+        cuda = self.cache.k.device.type == "cuda"
+        if cuda:
+            # The cache is written in place inside the graph: its memory must not move.
+            torch._dynamo.mark_static_address(self.cache.k)
+            torch._dynamo.mark_static_address(self.cache.v)
+        self.model = model
+        self.ran = False  # compilation happens on the first call, and can fail there
+        self.step: Callable[..., torch.Tensor] = torch.compile(
+            model.decode,
+            backend=COMPILE_BACKEND,
+            mode="reduce-overhead" if cuda and COMPILE_BACKEND == "inductor" else None,
+            fullgraph=True,
+            dynamic=False,
+        )
+
+    @classmethod
+    def of(cls, model: GPT, batch_size: int) -> Decoder:
+        kept = _DECODERS.setdefault(model, {})
+        if batch_size not in kept:
+            kept[batch_size] = cls(model, batch_size)
+        return kept[batch_size]
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits (B, vocab) for ``idx`` (B, 1), the next position of the cache."""
+        cache = self.cache
+        idx = idx.clone(memory_format=torch.contiguous_format)  # strides fixed, no recompile
+        pos = torch.tensor([cache.begin(1)], dtype=torch.long, device=idx.device)
+        try:
+            logits = self.step(idx, pos, cache.k, cache.v)
+        except Exception as e:
+            if self.ran:
+                raise
+            text = str(e).strip().splitlines()
+            logger.warning(
+                f"compiling the decode step failed, decoding without it: "
+                f"{text[0] if text else type(e).__name__}"
+            )
+            self.step = self.model.decode
+            logits = self.step(idx, pos, cache.k, cache.v)
+        self.ran = True
+        cache.commit()
+        return logits
 
 
 @torch.inference_mode()
@@ -92,10 +174,14 @@ def _generate(
     use_cache: bool,
     stride: int,
     vocab_size: int | None,
+    decoder: Decoder | None = None,
 ) -> Iterator[torch.Tensor]:
     block = model.config.block_size
     tokens = idx
-    cache = KVCache.for_model(model, idx.size(0)) if use_cache else None
+    if decoder is not None:
+        cache: KVCache | None = decoder.cache
+    else:
+        cache = KVCache.for_model(model, idx.size(0)) if use_cache else None
     cache_start = -1  # window start of what the cache holds; -1: nothing yet
     for _ in range(max_new_tokens):
         start = window_start(tokens.size(1), block, stride)
@@ -106,6 +192,8 @@ def _generate(
             cache.reset()
             cache_start = start
             logits, _ = model(tokens[:, start:], cache=cache, last_only=True)
+        elif decoder is not None:
+            logits = decoder(tokens[:, -1:])[:, None]
         else:
             logits, _ = model(tokens[:, -1:], cache=cache)
         token = next_token(logits[:, -1, :vocab_size], temperature, top_k, generator)  # (B,)
@@ -149,6 +237,7 @@ class Sampler:
         seed: int = 1337,
         use_cache: bool = True,
         window_stride: int | None = None,
+        compile: bool = False,
     ) -> Iterator[torch.Tensor]:
         """Generate ``num_samples`` continuations of ``prompt`` in one batch, token by token.
 
@@ -180,4 +269,5 @@ class Sampler:
             use_cache=use_cache,
             window_stride=window_stride,
             vocab_size=self.tokenizer.vocab_size,
+            compile=compile,
         )

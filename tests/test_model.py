@@ -154,3 +154,20 @@ def test_split_linear_equals_linear(
         assert not calls
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_model_compiles_as_one_graph(grad: bool) -> None:
+    """torch.compile sees the whole forward pass without a graph break (fullgraph), in
+    training and in inference, where the CPU decoding path of Linear would otherwise ask
+    for the thread count."""
+    model = tiny()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    idx = torch.randint(0, model.config.vocab_size, (2, 8))
+    with torch.set_grad_enabled(grad):
+        logits, loss = compiled(idx, idx)
+        ref, ref_loss = model(idx, idx)
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(logits, ref)
+    if grad:
+        loss.backward()

@@ -107,3 +107,117 @@ def test_padded_vocabulary_never_samples_beyond_the_tokenizer(tmp_path: Path) ->
     assert sampler.model.config.vocab_size == 512 > sampler.tokenizer.vocab_size
     tokens = torch.stack(list(sampler.stream("R", 200, temperature=2.0, top_k=None)))
     assert int(tokens.max()) < sampler.tokenizer.vocab_size
+
+
+def test_fixed_shape_decode_step_equals_the_cached_forward(checkpoint: Path) -> None:
+    """GPT.decode (attention over the whole cache, later positions masked) gives the logits
+    of the usual cached forward pass, position after position."""
+    from nanogpt_cli.model import KVCache
+
+    model = Sampler.from_checkpoint(checkpoint, device="cpu").model
+    idx = torch.randint(0, model.config.vocab_size, (2, 12))
+    with torch.inference_mode():
+        ref_cache, cache = KVCache.for_model(model, 2), KVCache.for_model(model, 2)
+        model(idx[:, :4], cache=ref_cache)
+        model(idx[:, :4], cache=cache)
+        for t in range(4, 12):
+            ref, _ = model(idx[:, t : t + 1], cache=ref_cache)
+            pos = torch.tensor([cache.begin(1)])
+            logits = model.decode(idx[:, t : t + 1], pos, cache.k, cache.v)
+            cache.commit()
+            torch.testing.assert_close(logits, ref[:, -1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [None, 3])
+def test_compiled_decoding_gives_the_same_tokens(
+    checkpoint: Path, stride: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`compile=True` traces the decode step as one graph (fullgraph: a graph break fails)
+    and generates what eager decoding does, across window slides and repeated calls (which
+    reuse the compiled step and its cache)."""
+    import nanogpt_cli.sample as sample_module
+
+    # aot_eager traces through dynamo and AOTAutograd like inductor does, without the C++
+    # build inductor needs on a CPU (tens of seconds here).
+    monkeypatch.setattr(sample_module, "COMPILE_BACKEND", "aot_eager")
+    sampler = Sampler.from_checkpoint(checkpoint, device="cpu")
+    kwargs = dict(max_new_tokens=40, temperature=0.0, num_samples=2, window_stride=stride)
+    eager = text_of(sampler, "JULIET:\n", **kwargs)
+    assert text_of(sampler, "JULIET:\n", compile=True, **kwargs) == eager
+    assert text_of(sampler, "JULIET:\n", compile=True, **kwargs) == eager
+    sampled = dict(max_new_tokens=30, temperature=0.8, seed=3)
+    assert text_of(sampler, "\n", compile=True, **sampled) == text_of(sampler, "\n", **sampled)
+    with pytest.raises(ConfigError, match="KV cache"):
+        sampler.stream("a", compile=True, use_cache=False)
+
+
+def test_sample_command_compile_flag(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nanogpt sample --compile` prints what `--no-compile` prints; the bench reports it."""
+    from typer.testing import CliRunner
+
+    import nanogpt_cli.sample as sample_module
+    from nanogpt_cli.cli.app import app
+
+    monkeypatch.setattr(sample_module, "COMPILE_BACKEND", "aot_eager")
+    runner = CliRunner()
+    args = [
+        "sample",
+        "--checkpoint",
+        str(checkpoint),
+        "--max-new-tokens",
+        "25",
+        "--temperature",
+        "0.8",
+        "--seed",
+        "5",
+        "--start",
+        "ROMEO:",
+        "--device",
+        "cpu",
+        "-q",
+    ]
+    compiled = runner.invoke(app, [*args, "--compile"])
+    eager = runner.invoke(app, [*args, "--no-compile"])
+    assert compiled.exit_code == 0 and eager.exit_code == 0, compiled.output
+    assert compiled.stdout == eager.stdout and len(eager.stdout.strip()) > len("ROMEO:")
+    bench = runner.invoke(
+        app,
+        [
+            "bench",
+            "sample",
+            "--checkpoint",
+            str(checkpoint),
+            "--new-tokens",
+            "8",
+            "--repeats",
+            "1",
+            "--compile",
+            "--json",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert bench.exit_code == 0, bench.output
+    import json
+
+    report = json.loads(bench.stdout)
+    assert report["compiled"] is True and report["compile_s"] > 0
+
+
+def test_compile_failure_falls_back_to_eager_decoding(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A platform where compilation fails (no C++ compiler, an unsupported GPU) still
+    generates, the same tokens, with one warning."""
+    import nanogpt_cli.sample as sample_module
+
+    def broken(gm: object, example_inputs: object) -> object:
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(sample_module, "COMPILE_BACKEND", broken)
+    sampler = Sampler.from_checkpoint(checkpoint, device="cpu")
+    kwargs = dict(max_new_tokens=20, temperature=0.0)
+    assert text_of(sampler, "ROMEO:", compile=True, **kwargs) == text_of(
+        sampler, "ROMEO:", **kwargs
+    )
+    assert capsys.readouterr().err.count("compiling the decode step failed") == 1

@@ -127,6 +127,13 @@ def bench_sample(
     kv_cache: Annotated[
         bool, typer.Option("--kv-cache/--no-kv-cache", help="Decode with the KV cache.")
     ] = True,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile/--no-compile",
+            help="Decode with the compiled fixed-shape step (compiled in an untimed run).",
+        ),
+    ] = False,
     device: Device = "auto",
     dtype: DType = "auto",
     as_json: Json = False,
@@ -158,6 +165,7 @@ def bench_sample(
         prompt_tokens=prompt_tokens,
         repeats=repeats,
         use_cache=kv_cache,
+        compile=compile,
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -167,7 +175,11 @@ def bench_sample(
     _print_rows(
         f"generation, {result.params / 1e6:.2f}M parameters",
         [
-            ("device", f"{result.device} {result.dtype}, KV cache {'on' if kv_cache else 'off'}"),
+            (
+                "device",
+                f"{result.device} {result.dtype}, KV cache {'on' if kv_cache else 'off'}"
+                + (f", compiled in {result.compile_s:.1f} s" if result.compile_s else ""),
+            ),
             ("batch", f"{batch_size} x {new_tokens} new tokens, prompt {prompt_tokens}"),
             ("first token", f"{first.median:.1f} ms ({first.min:.1f}-{first.max:.1f})"),
             ("decoding", f"{decode.median:,.0f} tokens/s ({decode.min:,.0f}-{decode.max:,.0f})"),

@@ -89,6 +89,15 @@ def sample(
             "--kv-cache/--no-kv-cache", help="Cache keys and values (much faster; same output)."
         ),
     ] = True,
+    compile: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--compile/--no-compile",
+            help="Decode with a compiled fixed-shape step (a CUDA graph on GPUs); the first "
+            "tokens wait for the compilation.",
+            show_default="auto: on CUDA, off elsewhere",
+        ),
+    ] = None,
     window_stride: Annotated[
         Optional[int],
         typer.Option(
@@ -110,6 +119,7 @@ def sample(
     """
     from ..log import get_logger, progress
     from ..sample import Sampler
+    from ..train.device import use_compile
 
     prompt = _read_prompt(start)
     if checkpoint is not None and init_from is not None:
@@ -128,6 +138,7 @@ def sample(
         seed=seed,
         use_cache=kv_cache,
         window_stride=window_stride,
+        compile=kv_cache and use_compile(compile, sampler.device),
     )
     decode = sampler.tokenizer.decode
     # The first sample streams as it is generated; the others of the batch follow it.
