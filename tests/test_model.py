@@ -171,3 +171,45 @@ def test_model_compiles_as_one_graph(grad: bool) -> None:
     torch.testing.assert_close(logits, ref)
     if grad:
         loss.backward()
+
+
+def test_linear_cross_entropy_equals_the_usual_loss_and_gradients() -> None:
+    """The CPU loss head that never keeps the logits gives F.cross_entropy's loss and
+    gradients, with ignored (-1) targets, a scaled loss, and no gradients under no_grad."""
+    from nanogpt_cli.model import linear_cross_entropy
+
+    torch.manual_seed(0)
+    h = torch.randn(40, 16, requires_grad=True)
+    w = torch.randn(30, 16, requires_grad=True)
+    targets = torch.randint(0, 30, (40,))
+    targets[::6] = -1
+    ref = F.cross_entropy(h @ w.t(), targets, ignore_index=-1)
+    (ref / 3).backward()
+    grads = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    loss = linear_cross_entropy(h, w, targets)
+    (loss / 3).backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(h.grad, grads[0])
+    torch.testing.assert_close(w.grad, grads[1])
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(h, w, targets), ref)
+
+
+def test_training_forward_without_logits_matches_the_full_forward() -> None:
+    """return_logits=False (training, evaluation) changes nothing but what is returned: the
+    same loss and the same gradients for every parameter, tied embedding included."""
+    torch.manual_seed(0)
+    model = tiny()
+    idx = torch.randint(0, model.config.vocab_size, (3, 8))
+    targets = idx.roll(1, dims=1)
+    logits, ref = model(idx, targets)
+    ref.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    none, loss = model(idx, targets, return_logits=False)
+    loss.backward()
+    assert none is None and logits is not None
+    torch.testing.assert_close(loss, ref)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], msg=name)

@@ -165,14 +165,14 @@ class TrainStep:
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> Any:
         if self._forward_model is self.module:
-            return self.module(x, y)
+            return self.module(x, y, return_logits=False)
         try:
-            return self._forward_model(x, y)
+            return self._forward_model(x, y, return_logits=False)
         except Exception as e:  # compilation happens on the first call, and can fail there
             logger.warning(f"torch.compile failed, continuing without it: {_first_line(e)}")
             self._forward_model = self.module
             self.compiled = False
-            return self.module(x, y)
+            return self.module(x, y, return_logits=False)
 
 
 def _first_line(e: BaseException) -> str:
