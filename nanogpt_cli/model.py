@@ -187,6 +187,11 @@ class LayerCache:
         return self.parent.update(self.layer, k, v)
 
 
+# From this vocabulary size up, the CPU loss head is memory-bound enough for the fused
+# version to pay; a character vocabulary (65) gains nothing from it.
+FUSED_LOSS_MIN_VOCAB = 4096
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``h @ weight.T`` with the gradients computed in the forward pass.
 
@@ -386,7 +391,8 @@ class GPT(nn.Module):
         With ``cache``, ``idx`` continues the cached sequence. With ``last_only``, logits are
         computed for the last position only (B, 1, vocab), which is all generation needs.
         ``return_logits=False`` (training and evaluation) returns None for the logits, and
-        on CPU in float32 computes the loss without keeping them (``linear_cross_entropy``).
+        on CPU in float32, for a large vocabulary, computes the loss without keeping them
+        (``linear_cross_entropy``).
         """
         T = idx.size(1)
         start = cache.begin(T) if cache is not None else 0
@@ -410,6 +416,7 @@ class GPT(nn.Module):
             targets is not None
             and not return_logits
             and x.device.type == "cpu"
+            and self.lm_head.out_features >= FUSED_LOSS_MIN_VOCAB
             and x.dtype == self.lm_head.weight.dtype == torch.float32
             and self.lm_head.bias is None
             and not torch.is_autocast_enabled("cpu")

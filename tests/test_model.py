@@ -196,9 +196,14 @@ def test_linear_cross_entropy_equals_the_usual_loss_and_gradients() -> None:
         torch.testing.assert_close(linear_cross_entropy(h, w, targets), ref)
 
 
-def test_training_forward_without_logits_matches_the_full_forward() -> None:
+def test_training_forward_without_logits_matches_the_full_forward(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """return_logits=False (training, evaluation) changes nothing but what is returned: the
     same loss and the same gradients for every parameter, tied embedding included."""
+    import nanogpt_cli.model as model_module
+
+    monkeypatch.setattr(model_module, "FUSED_LOSS_MIN_VOCAB", 1)  # the tiny vocabulary too
     torch.manual_seed(0)
     model = tiny()
     idx = torch.randint(0, model.config.vocab_size, (3, 8))
@@ -207,8 +212,12 @@ def test_training_forward_without_logits_matches_the_full_forward() -> None:
     ref.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
+    spy = []
+    real = model_module.linear_cross_entropy
+    monkeypatch.setattr(model_module, "linear_cross_entropy", lambda *a: spy.append(1) or real(*a))
     none, loss = model(idx, targets, return_logits=False)
     loss.backward()
+    assert spy  # the fused loss head ran
     assert none is None and logits is not None
     torch.testing.assert_close(loss, ref)
     for name, p in model.named_parameters():
