@@ -114,7 +114,9 @@ class Decoder:
     """``model.decode`` compiled for one batch size, with the KV cache it writes.
 
     Kept per model and batch size, so generating again reuses the compiled step (and on
-    CUDA the captured graph, whose cache tensors must keep their addresses).
+    CUDA the captured graph, whose cache tensors must keep their addresses). So one
+    compiled generation at a time per model and batch size: a second one started before
+    the first is exhausted would share its cache.
     """
 
     def __init__(self, model: GPT, batch_size: int) -> None:

@@ -88,6 +88,19 @@ def test_two_fsdp_processes_equal_one_with_the_same_global_batch(runs: dict[str,
     assert read_checkpoint(runs["fsdp"]).format == "separated"
 
 
+def test_fsdp_with_the_cpu_loss_head_equals_one_process(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A vocabulary padded to 8192 takes the fused CPU loss head (model.linear_cross_entropy)
+    in every process; sharded, it still equals one process."""
+    from nanogpt_cli.model import FUSED_LOSS_MIN_VOCAB
+
+    options = {**runs["options"], "vocab_size": 2 * FUSED_LOSS_MIN_VOCAB, "max_iters": 10}  # type: ignore[dict-item]
+    one = run(options, tmp_path / "one")
+    fsdp = run(options, tmp_path / "fsdp", nproc_per_node=2, strategy="fsdp")
+    assert_same_run(one, fsdp)
+
+
 def test_a_two_process_checkpoint_resumes_in_one(runs: dict[str, Path], tmp_path: Path) -> None:
     import shutil
 
