@@ -7,6 +7,13 @@ Only the CLI turns them into a one-line error and an exit code.
 from __future__ import annotations
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for
+    a one-line report of an error from a library we call."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class NanoGPTError(Exception):
     """Base class for every error the user can fix."""
 

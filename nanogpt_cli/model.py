@@ -228,10 +228,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_h, grad_w = ctx.saved_tensors
-        scale = None if bool(grad == 1) else grad
-        if scale is not None:
-            grad_h = grad_h * scale if grad_h is not None else None
-            grad_w = grad_w * scale if grad_w is not None else None
+        if not bool(grad == 1):  # a scaled loss (gradient accumulation): scale the gradients
+            grad_h = grad_h * grad if grad_h is not None else None
+            grad_w = grad_w * grad if grad_w is not None else None
         return grad_h, grad_w, None
 
 

@@ -25,7 +25,7 @@ import torch
 
 from .checkpoint import model_from_checkpoint, read_pretrained
 from .data.tokenizer import Tokenizer, tokenizer_from_dict
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .log import get_logger
 from .model import GPT, KVCache
 from .train.device import resolve_device, resolve_dtype
@@ -153,10 +153,8 @@ class Decoder:
         except Exception as e:
             if self.ran:
                 raise
-            text = str(e).strip().splitlines()
             logger.warning(
-                f"compiling the decode step failed, decoding without it: "
-                f"{text[0] if text else type(e).__name__}"
+                f"compiling the decode step failed, decoding without it: {first_line(e)}"
             )
             self.step = self.model.decode
             logits = self.step(idx, pos, cache.k, cache.v)

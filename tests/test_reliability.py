@@ -153,9 +153,9 @@ def read_iteration(out: Path) -> int | None:
         raise
 
 
-def nan_from(step: int, until: int, accum: int = 1) -> Any:
-    """A GPT.forward that returns a NaN training loss from optimizer step ``step`` to
-    ``until`` (counted in this process's training forward passes)."""
+def loss_times(factor: float, step: int, until: int, accum: int = 1) -> Any:
+    """A GPT.forward whose training loss is multiplied by ``factor`` from optimizer step
+    ``step`` to ``until`` (counted in this process's training forward passes)."""
     forward = GPT.forward
     calls = {"n": 0}
 
@@ -164,10 +164,15 @@ def nan_from(step: int, until: int, accum: int = 1) -> Any:
         if self.training and loss is not None:
             calls["n"] += 1
             if step <= (calls["n"] - 1) // accum + 1 <= until:
-                loss = loss * float("nan")
+                loss = loss * factor
         return logits, loss
 
     return patched
+
+
+def nan_from(step: int, until: int, accum: int = 1) -> Any:
+    """A GPT.forward with a NaN training loss from step ``step`` to ``until``."""
+    return loss_times(float("nan"), step, until, accum)
 
 
 def test_non_finite_steps_are_skipped_and_logged(
@@ -261,18 +266,7 @@ def test_a_loss_spike_is_logged_with_the_gradient_norm(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    forward = GPT.forward
-    calls = {"n": 0}
-
-    def spiky(self: GPT, *args: Any, **kwargs: Any) -> Any:
-        logits, loss = forward(self, *args, **kwargs)
-        if self.training and loss is not None:
-            calls["n"] += 1
-            if calls["n"] == 15:  # one step with three times the loss
-                loss = loss * 3
-        return logits, loss
-
-    monkeypatch.setattr(GPT, "forward", spiky)
+    monkeypatch.setattr(GPT, "forward", loss_times(3.0, 15, 15))  # one step, three times
     run(tiny_options, max_iters=20, log_interval=1)
     warnings = [line for line in capsys.readouterr().err.splitlines() if "loss spike" in line]
     assert len(warnings) == 1 and "iteration 15" in warnings[0]

@@ -180,6 +180,9 @@ def test_sample_command_compile_flag(checkpoint: Path, monkeypatch: pytest.Monke
     eager = runner.invoke(app, [*args, "--no-compile"])
     assert compiled.exit_code == 0 and eager.exit_code == 0, compiled.output
     assert compiled.stdout == eager.stdout and len(eager.stdout.strip()) > len("ROMEO:")
+    # an explicit --compile without the cache is refused, not silently dropped
+    refused = runner.invoke(app, [*args, "--compile", "--no-kv-cache"])
+    assert refused.exit_code != 0 and "KV cache" in str(refused.exception)
     bench = runner.invoke(
         app,
         [

@@ -14,7 +14,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -86,11 +86,6 @@ def load_torch_file(path: str | Path, *, mmap: bool = False) -> Any:
     except RuntimeError as e:
         if mmap and "mmap" in str(e):  # a file in torch's legacy (non-zip) format
             return load_torch_file(path, mmap=False)
-        raise CheckpointError(f"cannot read {path}: {_first_line(e)}") from None
+        raise CheckpointError(f"cannot read {path}: {first_line(e)}") from None
     except (OSError, EOFError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        raise CheckpointError(f"cannot read {path}: {first_line(e)}") from None

@@ -138,7 +138,8 @@ def sample(
         seed=seed,
         use_cache=kv_cache,
         window_stride=window_stride,
-        compile=kv_cache and use_compile(compile, sampler.device),
+        # auto compiles only with the cache; an explicit --compile --no-kv-cache is an error
+        compile=use_compile(compile, sampler.device) and (kv_cache or compile is True),
     )
     decode = sampler.tokenizer.decode
     # The first sample streams as it is generated; the others of the batch follow it.

@@ -63,12 +63,9 @@ def clip_gradients(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     On CPU the norm is already on the host, so gradients are only rescaled when clipping
     fires; elsewhere they are always scaled (by at most 1), which needs no host-device sync.
     """
-    grads = [p.grad for p in params if p.grad is not None]
     if not hasattr(torch.nn.utils, "get_total_norm"):  # torch < 2.6
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    norm = torch.nn.utils.get_total_norm(grads)
-    if hasattr(norm, "full_tensor"):  # FSDP: a DTensor; the norm over all shards
-        norm = norm.full_tensor()
+    norm = total_norm(params)
     if norm.device.type != "cpu" or norm > max_norm:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
     return norm

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..errors import first_line
 from ..log import get_logger
 from .device import autocast
 from .optim import clip_gradients, total_norm
@@ -169,12 +170,7 @@ class TrainStep:
         try:
             return self._forward_model(x, y, return_logits=False)
         except Exception as e:  # compilation happens on the first call, and can fail there
-            logger.warning(f"torch.compile failed, continuing without it: {_first_line(e)}")
+            logger.warning(f"torch.compile failed, continuing without it: {first_line(e)}")
             self._forward_model = self.module
             self.compiled = False
             return self.module(x, y, return_logits=False)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
