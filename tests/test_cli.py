@@ -320,3 +320,25 @@ def test_a_group_without_command_shows_help_and_succeeds(
 ) -> None:
     status, out, err = run_main(args, capsys)
     assert status == 0 and "Usage" in out + err and "error" not in err
+
+
+def test_process_entry_point_exempts_survivors_from_the_final_gc(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the process's entry point (no argv given), main freezes the heap on the way out,
+    errors included, so the interpreter's exit skips a collection over all of torch's
+    objects; called with arguments, as a library or a test does, it leaves the GC alone."""
+    import gc
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(sys, "argv", ["nanogpt", "--version"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code in (0, None) and frozen == [True]
+    monkeypatch.setattr(sys, "argv", ["nanogpt", "no-such-command"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code != 0 and frozen == [True, True]
+    assert run_main(["--version"], capsys)[0] == 0
+    assert frozen == [True, True]
