@@ -187,6 +187,7 @@ def main() -> None:
 
     start = time.perf_counter()
     best_val, val_loss, it = 1e9, float("nan"), 0
+    evals: list[dict[str, float]] = []  # wall-clock time of each, for time-to-target
     x, y = get_batch(args.data_dir, "train")
     while True:
         lr = lr_at(it)
@@ -195,6 +196,7 @@ def main() -> None:
         if it % EVAL_INTERVAL == 0:
             losses = estimate_loss()
             val_loss = losses["val"]
+            evals.append({"iter": it, "val_loss": val_loss, "time": time.time()})
             print(
                 f"step {it}: train loss {losses['train']:.4f}, val loss {val_loss:.4f}", flush=True
             )
@@ -215,7 +217,8 @@ def main() -> None:
         x, y = train_step(model, optimizer, (x, y), lambda: get_batch(args.data_dir, "train"))
         it += 1
     seconds = time.perf_counter() - start
-    print(json.dumps({"val_loss": val_loss, "iters": it, "train_seconds": seconds}), flush=True)
+    result = {"val_loss": val_loss, "iters": it, "train_seconds": seconds, "evals": evals}
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

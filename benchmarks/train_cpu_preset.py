@@ -6,6 +6,7 @@ Each round runs both, alternating which goes first, as whole processes (start-up
 Usage:
   nanogpt prepare shakespeare-char            # once
   python benchmarks/train_cpu_preset.py [--rounds 2] [--max-iters 2000] [--data-dir DIR]
+                                        [--target 1.92]
 """
 
 from __future__ import annotations
@@ -26,8 +27,17 @@ sys.path.insert(0, str(HERE.parent))
 
 from nanogpt_cli.paths import dataset_dir  # noqa: E402
 
+# (wall seconds, final val loss, seconds from launch to the first eval at or below the target)
+Run = tuple[float, float, float | None]
 
-def run_ours(data_dir: Path, out: Path, max_iters: int) -> tuple[float, float]:
+
+def first_at(evals: list[dict], launch: float, target: float) -> float | None:
+    """Seconds from the process's launch to its first evaluation with val loss <= target."""
+    hits = [e["time"] - launch for e in evals if e["val_loss"] <= target]
+    return hits[0] if hits else None
+
+
+def run_ours(data_dir: Path, out: Path, max_iters: int, target: float) -> Run:
     cmd = [
         sys.executable,
         "-m",
@@ -44,15 +54,15 @@ def run_ours(data_dir: Path, out: Path, max_iters: int) -> tuple[float, float]:
         "--max-iters",
         str(max_iters),
     ]
-    start = time.perf_counter()
+    launch, start = time.time(), time.perf_counter()
     subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    val = [r["val_loss"] for r in records if r["kind"] == "eval"][-1]
-    return wall, val
+    evals = [r for r in records if r["kind"] == "eval"]
+    return wall, evals[-1]["val_loss"], first_at(evals, launch, target)
 
 
-def run_baseline(data_dir: Path, out: Path, max_iters: int) -> tuple[float, float]:
+def run_baseline(data_dir: Path, out: Path, max_iters: int, target: float) -> Run:
     cmd = [
         sys.executable,
         str(HERE / "baseline_nanogpt.py"),
@@ -61,11 +71,11 @@ def run_baseline(data_dir: Path, out: Path, max_iters: int) -> tuple[float, floa
         "--max-iters",
         str(max_iters),
     ]
-    start = time.perf_counter()
+    launch, start = time.time(), time.perf_counter()
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return wall, result["val_loss"]
+    return wall, result["val_loss"], first_at(result["evals"], launch, target)
 
 
 def main() -> None:
@@ -73,6 +83,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--max-iters", type=int, default=2000)
     ap.add_argument("--data-dir", default=None, help="datasets directory (default: nanogpt's)")
+    ap.add_argument(
+        "--target", type=float, default=1.92, help="val loss for the time-to-target column"
+    )
     args = ap.parse_args()
     data = dataset_dir("shakespeare-char", args.data_dir)
     if not (data / "meta.json").exists():
@@ -80,7 +93,7 @@ def main() -> None:
 
     import torch
 
-    results: dict[str, list[tuple[float, float]]] = {
+    results: dict[str, list[Run]] = {
         "baseline (nanoGPT-style eager)": [],
         "nanogpt": [],
     }
@@ -90,10 +103,10 @@ def main() -> None:
             for which in order:
                 out = Path(tmp) / f"{which}-{r}"
                 if which == "ours":
-                    res = run_ours(data, out, args.max_iters)
+                    res = run_ours(data, out, args.max_iters, args.target)
                     results["nanogpt"].append(res)
                 else:
-                    res = run_baseline(data, out, args.max_iters)
+                    res = run_baseline(data, out, args.max_iters, args.target)
                     results["baseline (nanoGPT-style eager)"].append(res)
                 print(
                     f"round {r + 1}: {which:8s} {res[0]:7.1f} s  val loss {res[1]:.4f}",
@@ -101,20 +114,24 @@ def main() -> None:
                     flush=True,
                 )
 
-    base_wall = statistics.median(w for w, _ in results["baseline (nanoGPT-style eager)"])
+    base_wall = statistics.median(w for w, _, _ in results["baseline (nanoGPT-style eager)"])
     print(
         f"\nshakespeare-char-cpu, {args.max_iters} iterations, {args.rounds} round(s); "
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
     )
-    print(f"| {'run':32s} | wall s (median) | wall s (each) | final val loss | vs baseline |")
-    print(f"|{'-' * 34}|-----------------|---------------|----------------|-------------|")
+    print(
+        f"| run | wall s (median) | wall s (each) | final val loss | vs baseline "
+        f"| s to val <= {args.target} (each) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for name, runs in results.items():
-        walls = [w for w, _ in runs]
+        walls = [w for w, _, _ in runs]
         med = statistics.median(walls)
         each = ", ".join(f"{w:.0f}" for w in walls)
-        vals = ", ".join(f"{v:.4f}" for _, v in runs)
-        print(f"| {name:32s} | {med:15.1f} | {each:13s} | {vals:14s} | {med / base_wall:10.2f}x |")
+        vals = ", ".join(f"{v:.4f}" for _, v, _ in runs)
+        hits = ", ".join("not reached" if t is None else f"{t:.0f}" for _, _, t in runs)
+        print(f"| {name} | {med:.1f} | {each} | {vals} | {med / base_wall:.2f}x | {hits} |")
 
 
 if __name__ == "__main__":
