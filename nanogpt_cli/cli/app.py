@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ``argv`` None means the process's own arguments: then this is the process's entry
     point (``nanogpt``, ``python -m nanogpt_cli``), and on the way out every object still
     alive is exempted from the interpreter's final garbage collection (``gc.freeze``). That
-    pass walks all of torch's objects, which takes about 1.3 s of a training run's exit on
+    pass walks all of torch's objects, which takes about 1 s of a training run's exit on
     a small CPU; files and handlers are closed before this point.
     """
     if argv is not None:
