@@ -238,8 +238,11 @@ def linear_cross_entropy(
     h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
     """``F.cross_entropy(h @ weight.T, targets, ignore_index=-1)`` without keeping the logits
-    for backward (see ``_LinearCrossEntropy``)."""
-    return _LinearCrossEntropy.apply(h, weight, targets)  # type: ignore[no-any-return]
+    for backward (see ``_LinearCrossEntropy``). Where no gradient is wanted (evaluation,
+    ``no_grad``), it is the plain loss: computing gradients there would triple the work."""
+    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(h, weight, targets)  # type: ignore[no-any-return]
+    return F.cross_entropy(h @ weight.t(), targets, ignore_index=-1)
 
 
 class StaticSlot:
@@ -390,8 +393,8 @@ class GPT(nn.Module):
         With ``cache``, ``idx`` continues the cached sequence. With ``last_only``, logits are
         computed for the last position only (B, 1, vocab), which is all generation needs.
         ``return_logits=False`` (training and evaluation) returns None for the logits, and
-        on CPU in float32, for a large vocabulary, computes the loss without keeping them
-        (``linear_cross_entropy``).
+        when training on CPU in float32, for a large vocabulary, computes the loss without
+        keeping them (``linear_cross_entropy``).
         """
         T = idx.size(1)
         start = cache.begin(T) if cache is not None else 0

@@ -196,6 +196,33 @@ def test_linear_cross_entropy_equals_the_usual_loss_and_gradients() -> None:
         torch.testing.assert_close(linear_cross_entropy(h, w, targets), ref)
 
 
+def test_linear_cross_entropy_computes_no_gradients_where_none_are_wanted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Evaluation (inference_mode, no_grad) and inputs that need no gradient take the plain
+    loss: the fused head would compute both gradients in its forward pass for nothing."""
+    import nanogpt_cli.model as model_module
+
+    calls: list[int] = []
+    real = model_module._LinearCrossEntropy.apply
+    monkeypatch.setattr(
+        model_module._LinearCrossEntropy, "apply", lambda *a: calls.append(1) or real(*a)
+    )
+    torch.manual_seed(0)
+    h = torch.randn(40, 16, requires_grad=True)
+    w = torch.randn(30, 16, requires_grad=True)
+    targets = torch.randint(0, 30, (40,))
+    ref = F.cross_entropy(h @ w.t(), targets)
+    for context in (torch.no_grad, torch.inference_mode):
+        with context():
+            torch.testing.assert_close(model_module.linear_cross_entropy(h, w, targets), ref)
+    plain = model_module.linear_cross_entropy(h.detach(), w.detach(), targets)
+    torch.testing.assert_close(plain, ref.detach())
+    assert calls == []
+    model_module.linear_cross_entropy(h, w, targets).backward()
+    assert calls == [1]
+
+
 def test_training_forward_without_logits_matches_the_full_forward(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
