@@ -30,6 +30,8 @@ from .log import get_logger
 from .model import GPT, KVCache
 from .train.device import resolve_device, resolve_dtype
 
+logger = get_logger(__name__)
+
 
 def window_start(length: int, block_size: int, stride: int) -> int:
     """First position of the context window for a sequence of ``length`` tokens."""
@@ -102,8 +104,6 @@ def generate(
         decoder,
     )
 
-
-logger = get_logger(__name__)
 
 # The backend of torch.compile for decoding (tests trace with a cheaper one).
 COMPILE_BACKEND = "inductor"
