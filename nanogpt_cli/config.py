@@ -53,8 +53,8 @@ class ModelConfig:
     dropout: float = opt(0.0, "Dropout probability (0 for pretraining, 0.1+ for finetuning).")
     bias: bool = opt(False, "Use biases in Linear and LayerNorm layers, as GPT-2 does.")
     activation: Activation = opt(
-        "gelu",
-        "MLP activation: gelu (exact erf, as nanoGPT) or gelu_tanh (GPT-2's approximation).",
+        "gelu_tanh",
+        "MLP activation: gelu_tanh (GPT-2's tanh approximation) or gelu (exact erf, as nanoGPT).",
     )
 
 

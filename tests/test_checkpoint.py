@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 from pathlib import Path
@@ -551,13 +552,24 @@ def test_to_hf_matches_ours_and_round_trips(hf_folder: Path, tmp_path: Path) -> 
     assert_bit_identical(ours.weights(), read_checkpoint(tmp_path / "back").weights())
 
 
+def test_new_model_uses_tanh_gelu_and_exports_it(unified: Path, tmp_path: Path) -> None:
+    ckpt = read_checkpoint(unified)
+    assert ckpt.model_config.activation == "gelu_tanh"  # new models: GPT-2's approximation
+    result = convert_checkpoint(unified, tmp_path / "hf", "huggingface", verify=True)
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-5
+    hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hf_config["activation_function"] == "gelu_new"
+
+
 def test_bias_free_char_model_to_hf_and_back(data_root: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    run(data_root, tmp_path / "nobias", max_iters=5)  # bias=False, exact GELU
+    run(data_root, tmp_path / "nobias", max_iters=5, activation="gelu")  # bias=False
     source = read_checkpoint(tmp_path / "nobias")
     result = convert_checkpoint(tmp_path / "nobias", tmp_path / "hf", "huggingface", verify=True)
     assert result.max_abs_diff == pytest.approx(0, abs=1e-5)
+    hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hf_config["activation_function"] == "gelu"  # the exact form, as in nanoGPT
     assert any("character-level" in note for note in result.notes)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
     text = "ROMEO:\nthe night."
