@@ -6,7 +6,7 @@ Each round runs both, alternating which goes first, as whole processes (start-up
 Usage:
   nanogpt prepare shakespeare-char            # once
   python benchmarks/train_cpu_preset.py [--rounds 2] [--max-iters 2000] [--data-dir DIR]
-                                        [--target 1.92]
+                                        [--target 1.92] [--first ours]
 """
 
 from __future__ import annotations
@@ -86,6 +86,12 @@ def main() -> None:
     ap.add_argument(
         "--target", type=float, default=1.92, help="val loss for the time-to-target column"
     )
+    ap.add_argument(
+        "--first",
+        choices=["baseline", "ours"],
+        default="baseline",
+        help="which side runs first in the first round (then they alternate)",
+    )
     args = ap.parse_args()
     data = dataset_dir("shakespeare-char", args.data_dir)
     if not (data / "meta.json").exists():
@@ -100,6 +106,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             order = ["baseline", "ours"] if r % 2 == 0 else ["ours", "baseline"]
+            if args.first == "ours":
+                order.reverse()
             for which in order:
                 out = Path(tmp) / f"{which}-{r}"
                 if which == "ours":
