@@ -109,24 +109,24 @@ class _SigmoidGELUTanh(torch.autograd.Function):
     """GELU, tanh approximation, computed as x * sigmoid(2u) with u its tanh argument.
 
     0.5 * (1 + tanh(u)) == sigmoid(2u) exactly; only the floating-point path differs (about
-    1e-7). On CPU, ATen's vectorized tanh is about 4x slower than its sigmoid, which made the
-    activation a sixth of a small model's training step.
+    1e-7). On CPU, ATen's vectorized tanh is about 4x slower than its sigmoid, so this
+    forward takes 0.60 against 1.07 ms on a 768 x 512 activation. Only ``x`` is kept for
+    backward, which is ATen's one-pass tanh-GELU derivative: keeping ``sigmoid(2u)`` as
+    well for a backward of elementwise passes made a small model's CPU training step about
+    2 ms slower, the activations no longer fitting in cache.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         c1 = x.new_tensor(_GELU_C1)
-        s = torch.addcmul(c1, x, x, value=_GELU_C2).mul_(x).sigmoid_()  # sigmoid(2u)
-        ctx.save_for_backward(x, s)
-        return x * s
+        y = torch.addcmul(c1, x, x, value=_GELU_C2).mul_(x).sigmoid_()  # sigmoid(2u)
+        ctx.save_for_backward(x)
+        return y.mul_(x)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        x, s = ctx.saved_tensors
-        # d/dx [x * s] = s + x * s * (1 - s) * d(2u)/dx, with d(2u)/dx = c1 + 3 * c2 * x^2
-        d = torch.addcmul(x.new_tensor(_GELU_C1), x, x, value=3 * _GELU_C2).mul_(x)
-        d.mul_(torch.addcmul(s, s, s, value=-1)).add_(s)
-        return d.mul_(grad)
+        (x,) = ctx.saved_tensors
+        return torch.ops.aten.gelu_backward(grad, x, approximate="tanh")
 
 
 class GELU(nn.Module):
