@@ -1,0 +1,182 @@
+"""Float32 CPU products through oneDNN (nanogpt_cli.cpu_matmul): same results as the BLAS
+up to float rounding, in both directions, and the switch that turns them off."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from nanogpt_cli import cpu_matmul
+from nanogpt_cli.config import ModelConfig
+from nanogpt_cli.errors import ConfigError
+from nanogpt_cli.model import GPT
+
+needs_onednn = pytest.mark.skipif(
+    not cpu_matmul.onednn_available(), reason="this torch build has no oneDNN"
+)
+
+
+@pytest.fixture
+def backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Clear the once-per-process choice before and after the test."""
+    cpu_matmul.onednn_enabled.cache_clear()
+    yield
+    monkeypatch.undo()
+    cpu_matmul.onednn_enabled.cache_clear()
+
+
+def use(monkeypatch: pytest.MonkeyPatch, choice: str) -> None:
+    monkeypatch.setenv(cpu_matmul.ENV, choice)
+    cpu_matmul.onednn_enabled.cache_clear()
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+    ("shape", "out_features", "bias"),
+    [((24, 32), 48, True), ((3, 8, 32), 96, False), ((2, 5, 128), 16, True), ((7, 16), 65, False)],
+)
+def test_linear_equals_f_linear_forward_and_backward(
+    backend: None,
+    monkeypatch: pytest.MonkeyPatch,
+    shape: tuple[int, ...],
+    out_features: int,
+    bias: bool,
+) -> None:
+    use(monkeypatch, "onednn")
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    w = torch.randn(out_features, shape[-1], requires_grad=True)
+    b = torch.randn(out_features, requires_grad=True) if bias else None
+    upstream = torch.randn(*shape[:-1], out_features)
+
+    got = cpu_matmul.linear(x, w, b)
+    assert got.grad_fn is not None and "_Linear" in type(got.grad_fn).__name__
+    got.backward(upstream)
+    got_grads = [t.grad.clone() for t in (x, w, b) if t is not None]
+    for t in (x, w, b):
+        if t is not None:
+            t.grad = None
+    want = F.linear(x, w, b)
+    want.backward(upstream)
+    want_grads = [t.grad for t in (x, w, b) if t is not None]
+
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for g, ref in zip(got_grads, want_grads, strict=True):
+        assert g.shape == ref.shape and g.is_contiguous()
+        torch.testing.assert_close(g, ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_linear_gradients_of_transposed_inputs_and_broadcast_gradients(
+    backend: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(monkeypatch, "onednn")
+    torch.manual_seed(1)
+    base = torch.randn(32, 20, requires_grad=True)
+    w = torch.randn(12, 32, requires_grad=True)
+    # a transposed input, and .sum() hands back a broadcast (zero-stride) gradient
+    cpu_matmul.linear(base.t(), w).sum().backward()
+    got = base.grad.clone(), w.grad.clone()
+    base.grad = w.grad = None
+    F.linear(base.t(), w).sum().backward()
+    torch.testing.assert_close(got[0], base.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1], w.grad, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_only_the_wanted_gradients_are_computed(
+    backend: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(monkeypatch, "onednn")
+    x = torch.randn(6, 8)  # no gradient wanted for the input (the first layer's case)
+    w = torch.randn(4, 8, requires_grad=True)
+    cpu_matmul.linear(x, w).sum().backward()
+    assert x.grad is None
+    torch.testing.assert_close(w.grad, torch.ones(6, 4).t() @ x)
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape", "ta", "tb"),
+    [((9, 7), (7, 5), False, False), ((7, 9), (7, 5), True, False), ((9, 7), (5, 7), False, True)],
+)
+def test_mm_equals_matmul_in_every_orientation(
+    backend: None,
+    monkeypatch: pytest.MonkeyPatch,
+    a_shape: tuple[int, int],
+    b_shape: tuple[int, int],
+    ta: bool,
+    tb: bool,
+) -> None:
+    use(monkeypatch, "onednn")
+    a, b = torch.randn(*a_shape), torch.randn(*b_shape)
+    a, b = (a.t() if ta else a), (b.t() if tb else b)
+    got = cpu_matmul.mm(a, b)
+    assert got.is_contiguous()
+    torch.testing.assert_close(got, a @ b, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_same_inputs_give_the_same_bits(backend: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    use(monkeypatch, "onednn")
+    x, w = torch.randn(64, 48), torch.randn(80, 48)
+    assert torch.equal(cpu_matmul.linear(x, w), cpu_matmul.linear(x, w))
+
+
+@needs_onednn
+def test_a_training_step_of_the_model_goes_through_onednn(
+    backend: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(monkeypatch, "auto" if cpu_matmul.onednn_enabled() else "onednn")
+    calls = []
+    product = cpu_matmul._product
+
+    def counting(*args: torch.Tensor | None) -> torch.Tensor:
+        calls.append(1)
+        return product(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cpu_matmul, "_product", counting)
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=65)
+    model = GPT(cfg)
+    idx = torch.randint(0, 65, (2, 16))
+    _, loss = model(idx, idx, return_logits=False)
+    assert loss is not None
+    loss.backward()
+    # forward: 4 products per block and the head; backward: 2 per product (the first
+    # layer's input gradient included: only the embedding lookup needs none)
+    assert len(calls) == 3 * (4 * cfg.n_layer + 1)
+
+
+def test_blas_switch_keeps_the_torch_kernels(
+    backend: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(monkeypatch, "blas")
+    assert not cpu_matmul.onednn_enabled()
+    x, w = torch.randn(5, 8, requires_grad=True), torch.randn(3, 8)
+    y = cpu_matmul.linear(x, w)
+    assert torch.equal(y, F.linear(x, w))
+    assert "_Linear" not in type(y.grad_fn).__name__
+    assert torch.equal(cpu_matmul.mm(x.detach(), w.t()), x.detach() @ w.t())
+
+
+def test_unknown_backend_is_a_clear_error(backend: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    use(monkeypatch, "cublas")
+    with pytest.raises(ConfigError, match="NANOGPT_CPU_MATMUL='cublas': use one of auto"):
+        cpu_matmul.onednn_enabled()
+
+
+@needs_onednn
+def test_other_dtypes_and_autocast_keep_the_torch_kernels(
+    backend: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(monkeypatch, "onednn")
+    x, w = torch.randn(4, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+    assert not cpu_matmul.usable(x, w)
+    x32, w32 = x.float(), w.float()
+    assert cpu_matmul.usable(x32, w32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not cpu_matmul.usable(x32, w32)
+        assert cpu_matmul.linear(x32, w32).dtype == torch.bfloat16
