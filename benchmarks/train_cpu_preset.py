@@ -1,12 +1,17 @@
 """Wall time and final val loss of `nanogpt train --preset shakespeare-char-cpu`, side by side
-with a plain eager nanoGPT-style loop (benchmarks/baseline_nanogpt.py) on the same data.
+with a plain eager nanoGPT-style loop (benchmarks/baseline_nanogpt.py) on the same data, and
+with `--nanogpt-repo DIR`, also with the original nanoGPT's own train.py from a checkout of
+https://github.com/karpathy/nanoGPT, run with its README's CPU line (MacBook settings).
 
-Each round runs both, alternating which goes first, as whole processes (start-up included).
+Each round runs every side as a whole process (start-up included), the order rotating from
+round to round. The original runs in a scratch directory that holds links to its scripts and
+this dataset in its layout (data/shakespeare_char: the same .bin files and a meta.pkl); the
+checkout is not changed.
 
 Usage:
   nanogpt prepare shakespeare-char            # once
   python benchmarks/train_cpu_preset.py [--rounds 2] [--max-iters 2000] [--data-dir DIR]
-                                        [--target 1.92] [--first ours]
+                                        [--target 1.92] [--first ours] [--nanogpt-repo DIR]
 """
 
 from __future__ import annotations
@@ -78,6 +83,73 @@ def run_baseline(data_dir: Path, out: Path, max_iters: int, target: float) -> Ru
     return wall, result["val_loss"], first_at(result["evals"], launch, target)
 
 
+# nanoGPT README: "python train.py config/train_shakespeare_char.py --device=cpu
+# --compile=False --eval_iters=20 --log_interval=1 --block_size=64 --batch_size=12 --n_layer=4
+# --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0"
+ORIGINAL_FLAGS = [
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=20",
+    "--log_interval=1",
+    "--block_size=64",
+    "--batch_size=12",
+    "--n_layer=4",
+    "--n_head=4",
+    "--n_embd=128",
+    "--dropout=0.0",
+]
+
+
+def original_workdir(repo: Path, data_dir: Path, work: Path) -> Path:
+    """A directory to run the checkout's train.py in: links to its scripts, and the prepared
+    dataset as nanoGPT's data/shakespeare_char (the .bin files and a pickled meta)."""
+    import pickle
+
+    work.mkdir()
+    for name in ("train.py", "model.py", "configurator.py", "config"):
+        if not (repo / name).exists():
+            sys.exit(f"{repo} is not a nanoGPT checkout: it has no {name}")
+        (work / name).symlink_to((repo / name).resolve())
+    data = work / "data" / "shakespeare_char"
+    data.mkdir(parents=True)
+    for split in ("train.bin", "val.bin"):
+        (data / split).symlink_to((data_dir / split).resolve())
+    chars = json.loads((data_dir / "meta.json").read_text())["tokenizer"]["chars"]
+    meta = {
+        "vocab_size": len(chars),
+        "itos": dict(enumerate(chars)),
+        "stoi": {c: i for i, c in enumerate(chars)},
+    }
+    (data / "meta.pkl").write_bytes(pickle.dumps(meta))
+    return work
+
+
+def run_original(workdir: Path, max_iters: int, target: float) -> Run:
+    cmd = [
+        sys.executable,
+        "-u",
+        "train.py",
+        "config/train_shakespeare_char.py",
+        *ORIGINAL_FLAGS,
+        f"--max_iters={max_iters}",
+        f"--lr_decay_iters={max_iters}",
+    ]
+    launch, start = time.time(), time.perf_counter()
+    evals = []
+    with subprocess.Popen(
+        cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # "step 250: train loss 2.1, val loss 2.2"
+            if line.startswith("step ") and "val loss" in line:
+                val = float(line.rsplit("val loss", 1)[1])
+                evals.append({"time": time.time(), "val_loss": val})
+    wall = time.perf_counter() - start
+    if proc.returncode != 0 or not evals:
+        sys.exit(f"the original train.py failed (exit {proc.returncode}) in {workdir}")
+    return wall, evals[-1]["val_loss"], first_at(evals, launch, target)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=1)
@@ -88,9 +160,16 @@ def main() -> None:
     )
     ap.add_argument(
         "--first",
-        choices=["baseline", "ours"],
+        choices=["baseline", "ours", "original"],
         default="baseline",
-        help="which side runs first in the first round (then they alternate)",
+        help="which side runs first in the first round (then each goes first in turn)",
+    )
+    ap.add_argument(
+        "--nanogpt-repo",
+        type=Path,
+        default=None,
+        help="a checkout of karpathy/nanoGPT: also run its train.py (README's CPU line), "
+        "and compare against it",
     )
     args = ap.parse_args()
     data = dataset_dir("shakespeare-char", args.data_dir)
@@ -99,37 +178,52 @@ def main() -> None:
 
     import torch
 
-    results: dict[str, list[Run]] = {
-        "baseline (nanoGPT-style eager)": [],
-        "nanogpt": [],
+    names = {
+        "original": "nanoGPT train.py (original)",
+        "baseline": "baseline (nanoGPT-style eager)",
+        "ours": "nanogpt",
     }
+    sides = ["baseline", "ours"]
+    if args.nanogpt_repo is not None:
+        sides.insert(0, "original")
+    if args.first not in sides:
+        sys.exit("--first original needs --nanogpt-repo")
+    sides.remove(args.first)
+    sides.insert(0, args.first)
+    results: dict[str, list[Run]] = {names[side]: [] for side in names if side in sides}
+    reference = names["original"] if "original" in sides else names["baseline"]
     with tempfile.TemporaryDirectory() as tmp:
+        workdir = None
+        if args.nanogpt_repo is not None:
+            workdir = original_workdir(args.nanogpt_repo, data, Path(tmp) / "nanoGPT")
         for r in range(args.rounds):
-            order = ["baseline", "ours"] if r % 2 == 0 else ["ours", "baseline"]
-            if args.first == "ours":
-                order.reverse()
+            k = r % len(sides)
+            order = sides[k:] + sides[:k]  # each side goes first in turn
             for which in order:
                 out = Path(tmp) / f"{which}-{r}"
                 if which == "ours":
                     res = run_ours(data, out, args.max_iters, args.target)
-                    results["nanogpt"].append(res)
-                else:
+                elif which == "baseline":
                     res = run_baseline(data, out, args.max_iters, args.target)
-                    results["baseline (nanoGPT-style eager)"].append(res)
+                else:
+                    assert workdir is not None
+                    res = run_original(workdir, args.max_iters, args.target)
+                results[names[which]].append(res)
                 print(
                     f"round {r + 1}: {which:8s} {res[0]:7.1f} s  val loss {res[1]:.4f}",
                     file=sys.stderr,
                     flush=True,
                 )
 
-    base_wall = statistics.median(w for w, _, _ in results["baseline (nanoGPT-style eager)"])
+    ref_wall = statistics.median(w for w, _, _ in results[reference])
     print(
         f"\nshakespeare-char-cpu, {args.max_iters} iterations, {args.rounds} round(s); "
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
     )
+    vs = "vs original" if reference == names["original"] else "vs baseline"
     print(
-        f"| run | wall s (median) | wall s (each) | final val loss | vs baseline "
+        f"| run | wall s (median) | wall s (each) | final val loss | {vs} "
         f"| s to val <= {args.target} (each) |"
     )
     print("|---|---:|---:|---:|---:|---:|")
@@ -139,7 +233,7 @@ def main() -> None:
         each = ", ".join(f"{w:.0f}" for w in walls)
         vals = ", ".join(f"{v:.4f}" for _, v, _ in runs)
         hits = ", ".join("not reached" if t is None else f"{t:.0f}" for _, _, t in runs)
-        print(f"| {name} | {med:.1f} | {each} | {vals} | {med / base_wall:.2f}x | {hits} |")
+        print(f"| {name} | {med:.1f} | {each} | {vals} | {med / ref_wall:.2f}x | {hits} |")
 
 
 if __name__ == "__main__":

@@ -24,22 +24,26 @@ SPLIT_MIN_WEIGHT = 1 << 18  # elements: 1 MiB of float32
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` with faster CPU paths: float32 products through oneDNN on x86 (see
-    ``cpu_matmul``: about 2x MKL's rate on AMD processors), and a split product for
-    inference on a few rows, as in decoding.
+    """``nn.Linear`` with faster CPU paths for float32.
 
-    Multiplying a few rows by a large weight streams the whole weight from memory. On CPU,
-    the BLAS splits such a product across threads by rows, so every thread reads all of the
-    weight; splitting the weight's output features across the threads instead (a batched
-    matmul over its parts) reads it once: GPT-2 124M decodes 1.4x (1 row) to 2x (8 rows)
-    faster (benchmarks/sample_vs_hf.py). Results equal ``nn.Linear``'s up to float rounding.
+    On x86 every product, in training and inference, goes through oneDNN (``cpu_matmul``):
+    about 2x MKL's rate on AMD processors, and for decoding's few rows 2x faster than the
+    split product below from 8 rows up (on par at 1 row).
+
+    Elsewhere (the BLAS), inference on a few rows with a large weight, as in decoding, takes
+    a split product. Multiplying a few rows by a large weight streams the whole weight from
+    memory; the BLAS splits such a product across threads by rows, so every thread reads
+    all of the weight; splitting the weight's output features across the threads instead
+    (a batched matmul over its parts) reads it once: GPT-2 124M decoded 1.4x (1 row) to 2x
+    (8 rows) faster with MKL (benchmarks/sample_vs_hf.py). Results equal ``nn.Linear``'s up
+    to float rounding.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():  # the compiler picks its own kernels
-            return F.linear(x, self.weight, self.bias)
-        if x.device.type != "cpu":
-            return F.linear(x, self.weight, self.bias)
+        if torch.compiler.is_compiling() or x.device.type != "cpu":
+            return F.linear(x, self.weight, self.bias)  # the compiler picks its own kernels
+        if cpu_matmul.usable(x, self.weight):
+            return cpu_matmul.linear(x, self.weight, self.bias)
         parts = torch.get_num_threads()
         rows = x.numel() // self.in_features
         if (
@@ -49,7 +53,7 @@ class Linear(nn.Linear):
             or self.weight.numel() < SPLIT_MIN_WEIGHT
             or self.out_features < 2 * parts
         ):
-            return cpu_matmul.linear(x, self.weight, self.bias)
+            return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, self.in_features)
         size = self.out_features // parts
         even = parts * size  # features in equal parts; the few left over go by themselves
