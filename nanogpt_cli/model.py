@@ -18,41 +18,45 @@ from torch.nn import functional as F
 from . import cpu_matmul
 from .config import ModelConfig
 
-# Few-row products with a large weight (decoding) take the split path of Linear below.
+# Few-row products with a large weight (decoding) take the split path of Linear below: up to
+# 64 rows with the BLAS, one row where oneDNN does the products (from 2 rows it is faster).
 SPLIT_MAX_ROWS = 64
+SPLIT_MAX_ROWS_ONEDNN = 1
 SPLIT_MIN_WEIGHT = 1 << 18  # elements: 1 MiB of float32
 
 
 class Linear(nn.Linear):
     """``nn.Linear`` with faster CPU paths for float32.
 
-    On x86 every product, in training and inference, goes through oneDNN (``cpu_matmul``):
-    about 2x MKL's rate on AMD processors, and for decoding's few rows 2x faster than the
-    split product below from 8 rows up (on par at 1 row).
+    On x86 the products, in training and inference, go through oneDNN (``cpu_matmul``):
+    about 2x MKL's rate on AMD processors.
 
-    Elsewhere (the BLAS), inference on a few rows with a large weight, as in decoding, takes
-    a split product. Multiplying a few rows by a large weight streams the whole weight from
-    memory; the BLAS splits such a product across threads by rows, so every thread reads
-    all of the weight; splitting the weight's output features across the threads instead
-    (a batched matmul over its parts) reads it once: GPT-2 124M decoded 1.4x (1 row) to 2x
-    (8 rows) faster with MKL (benchmarks/sample_vs_hf.py). Results equal ``nn.Linear``'s up
+    Inference on a few rows with a large weight, as in decoding, takes a split product.
+    Multiplying a few rows by a large weight streams the whole weight from memory; the BLAS
+    splits such a product across threads by rows, so every thread reads all of the weight;
+    splitting the weight's output features across the threads instead (a batched matmul over
+    its parts) reads it once: GPT-2 124M decoded 1.4x (1 row) to 2x (8 rows) faster with
+    MKL (benchmarks/sample_vs_hf.py). Where oneDNN does the products, only one row is split:
+    GPT-2 124M decodes one row in 16.5 ms per token split against 19.0 through oneDNN, and
+    8 rows in 31.1 ms through oneDNN against 55.2 split. Results equal ``nn.Linear``'s up
     to float rounding.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling() or x.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)  # the compiler picks its own kernels
-        if cpu_matmul.usable(x, self.weight):
-            return cpu_matmul.linear(x, self.weight, self.bias)
+        onednn = cpu_matmul.usable(x, self.weight)
         parts = torch.get_num_threads()
         rows = x.numel() // self.in_features
         if (
             torch.is_grad_enabled()
             or parts < 2
-            or rows > SPLIT_MAX_ROWS
+            or rows > (SPLIT_MAX_ROWS_ONEDNN if onednn else SPLIT_MAX_ROWS)
             or self.weight.numel() < SPLIT_MIN_WEIGHT
             or self.out_features < 2 * parts
         ):
+            if onednn:
+                return cpu_matmul.linear(x, self.weight, self.bias)
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, self.in_features)
         size = self.out_features // parts

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nanogpt_cli import cpu_matmul
 from nanogpt_cli.config import ModelConfig
 from nanogpt_cli.model import GELU, GPT, KVCache
 
@@ -130,7 +131,6 @@ def test_split_linear_equals_linear(
     # Decoding on CPU with the BLAS splits a large weight's output features across the
     # threads; the result must be nn.Linear's, also when the features do not divide evenly.
     import nanogpt_cli.model as model_module
-    from nanogpt_cli import cpu_matmul
 
     monkeypatch.setattr(cpu_matmul, "onednn_enabled", lambda: False)
     calls: list[int] = []
@@ -154,6 +154,32 @@ def test_split_linear_equals_linear(
         with torch.no_grad():
             layer(torch.randn(2, 40, 32))  # 80 rows: too many to split
         assert not calls
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not cpu_matmul.onednn_available(), reason="this torch build has no oneDNN")
+def test_with_onednn_only_one_row_is_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Decoding one row: the split product (faster there); two rows and more: oneDNN.
+    import nanogpt_cli.model as model_module
+
+    monkeypatch.setattr(cpu_matmul, "onednn_enabled", lambda: True)
+    monkeypatch.setattr(model_module, "SPLIT_MIN_WEIGHT", 0)
+    calls: list[str] = []
+    bmm, product = torch.bmm, cpu_matmul._product
+    monkeypatch.setattr(torch, "bmm", lambda *a: calls.append("split") or bmm(*a))
+    monkeypatch.setattr(cpu_matmul, "_product", lambda *a: calls.append("onednn") or product(*a))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        layer = model_module.Linear(32, 96, bias=True)
+        for rows, path in ((1, "split"), (2, "onednn")):
+            x = torch.randn(rows, 1, 32)
+            with torch.no_grad():
+                y = layer(x)
+            assert calls == [path]
+            torch.testing.assert_close(y, torch.nn.functional.linear(x, layer.weight, layer.bias))
+            calls.clear()
     finally:
         torch.set_num_threads(threads)
 
