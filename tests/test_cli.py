@@ -322,6 +322,37 @@ def test_a_group_without_command_shows_help_and_succeeds(
     assert status == 0 and "Usage" in out + err and "error" not in err
 
 
+def test_a_distributed_process_ends_without_finalizing_the_interpreter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process that joined a process group leaves through os._exit with the command's
+    status (gloo's threads can still be releasing tensors, which aborts a finalizing
+    interpreter); any other process exits as usual."""
+    import os
+
+    import nanogpt_cli.train.distributed as distributed
+
+    exits: list[int] = []
+
+    def fake_exit(status: int) -> None:
+        exits.append(status)
+        raise SystemExit(status)  # the real one never returns
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    monkeypatch.setattr(sys, "argv", ["nanogpt", "--version"])
+    with pytest.raises(SystemExit):
+        main()
+    assert exits == []
+    monkeypatch.setattr(distributed, "_joined", True)
+    with pytest.raises(SystemExit):
+        main()
+    assert exits == [0]
+    monkeypatch.setattr(sys, "argv", ["nanogpt", "no-such-command"])
+    with pytest.raises(SystemExit):
+        main()
+    assert len(exits) == 2 and exits[1] != 0
+
+
 def test_process_entry_point_exempts_survivors_from_the_final_gc(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

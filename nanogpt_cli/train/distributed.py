@@ -63,15 +63,35 @@ class Dist:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the process group; after a run that ``finished``, once every process is
+        done with its collectives.
+
+        The barrier makes every process's last collective finish before any leaves; a run
+        that failed skips it, as a peer may be gone. c10d's worker threads can still hold
+        collectives' tensors after that, which is why the ``nanogpt`` entry point ends a
+        distributed process without finalizing the interpreter (``cli.app.main``).
+        """
         if dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
+
+
+_joined = False
+
+
+def joined_process_group() -> bool:
+    """Whether this process has been one of a distributed run (``init_distributed``)."""
+    return _joined
 
 
 def init_distributed(cfg: SystemConfig) -> Dist | None:
     """Join the process group torchrun describes; None in a single process."""
+    global _joined
     if not under_torchrun():
         return None
+    _joined = True
     world = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -96,10 +96,13 @@ def train(cfg: TrainConfig) -> TrainResult:
 
         return launch(cfg)
     trainer = Trainer(cfg)
+    finished = False
     try:
-        return trainer.run()
+        result = trainer.run()
+        finished = True
+        return result
     finally:
-        trainer.close()
+        trainer.close(finished)
 
 
 def resolve_config(
@@ -157,10 +160,10 @@ class Trainer:
             self.close()
             raise
 
-    def close(self) -> None:
-        """Leave the process group of a distributed run."""
+    def close(self, finished: bool = False) -> None:
+        """Leave the process group of a distributed run (``Dist.close``)."""
         if self.dist is not None:
-            self.dist.close()
+            self.dist.close(finished)
 
     @property
     def main(self) -> bool:
