@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import read_checkpoint
 from ..config import TrainConfig, micro_batches_per_step
@@ -124,8 +124,20 @@ def _signal_handlers() -> Iterator[None]:
 
 
 def _failures(error: object, n: int) -> str:
-    """Which process failed first, and how (its own error line is printed above)."""
-    rank, first = error.get_first_failure()  # type: ignore[attr-defined]
+    """Which process failed first, and how (its own error line is printed above).
+
+    A process killed by a signal is the cause whenever there is one: the others' errors
+    follow from it, and one of them may have exited before the launcher noticed the kill.
+    The launcher stops the rest with SIGTERM, so any other signal comes first.
+    """
+
+    def cause(item: tuple[int, Any]) -> tuple[int, float, int]:
+        rank, failure = item
+        code = failure.exitcode
+        order = 2 if code >= 0 else 1 if code == -signal.SIGTERM else 0
+        return order, failure.timestamp, rank
+
+    rank, first = min(error.failures.items(), key=cause)  # type: ignore[attr-defined]
     code = first.exitcode
     how = f"was killed by {first.signal_name()}" if code < 0 else f"exited with code {code}"
     others = len(error.failures) - 1  # type: ignore[attr-defined]
