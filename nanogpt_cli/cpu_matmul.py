@@ -14,9 +14,11 @@ give the same bits from run to run.
 the two of backward (input gradient, weight gradient) are each one oneDNN product over the
 operands' strided views. oneDNN reads a transposed right operand in place but copies a
 transposed left one, so the weight gradient is computed in the orientation whose copies
-are the smaller (``_mm``; 0.7 ms less per ``shakespeare-char-cpu`` step than always
-copying the gradient, paired). Set ``NANOGPT_CPU_MATMUL=blas`` to
-keep every product on the BLAS.
+are the smaller (``onednn_mm``; 0.7 ms less per ``shakespeare-char-cpu`` step than
+always copying the gradient, paired). Set ``NANOGPT_CPU_MATMUL=blas`` to keep every product
+on the BLAS. The function is differentiable once (no double backward, as with every
+``once_differentiable`` function); torch.func transforms and forward-mode AD get
+``F.linear``.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ def _matrix(t: torch.Tensor) -> torch.Tensor:
 
 def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``a @ b.T (+ bias)`` for 2-D float32 CPU matrices, by oneDNN."""
+    if bias is not None:
+        bias = bias.contiguous()
     return torch.ops.mkldnn._linear_pointwise(_matrix(a), _matrix(b), bias, "none", [], "")
 
 
@@ -77,7 +81,9 @@ class _Linear(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         x2 = _matrix(x)
-        ctx.save_for_backward(x2, weight)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # keep only what backward uses: the weight for the input's gradient and vice versa
+        ctx.save_for_backward(x2 if need_w else None, weight if need_x else None)
         ctx.input_shape = x.shape
         return _product(x2, weight, bias).view(*x.shape[:-1], weight.size(0))
 
@@ -87,17 +93,18 @@ class _Linear(torch.autograd.Function):
         x2, weight = ctx.saved_tensors
         g = _matrix(grad)
         need_x, need_w, need_b = ctx.needs_input_grad
-        grad_x = _mm(g, weight).view(ctx.input_shape) if need_x else None
-        grad_w = _mm(g.t(), x2) if need_w else None
+        grad_x = onednn_mm(g, weight).view(ctx.input_shape) if need_x else None
+        grad_w = onednn_mm(g.t(), x2) if need_w else None
         grad_b = g.sum(0) if need_b else None
         return grad_x, grad_w, grad_b
 
 
-def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` by oneDNN, in the orientation that copies less: oneDNN reads its right
-    operand with any strides but copies a left one that is not row-major, so ``a @ b`` costs
-    a copy of ``a`` when ``a`` is transposed, and ``(b.T @ a.T).T`` a copy of ``b`` unless
-    it is column-major, plus the transposed result's."""
+def onednn_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for 2-D float32 CPU matrices by oneDNN (whatever ``NANOGPT_CPU_MATMUL``
+    says; ``mm`` checks it), in the orientation that copies less: oneDNN reads its right
+    operand with any strides but copies a left one that is not row-major, so ``a @ b``
+    costs a copy of ``a`` when ``a`` is transposed, and ``(b.T @ a.T).T`` a copy of ``b``
+    unless it is column-major, plus the transposed result's. Returns a contiguous matrix."""
     direct = 0 if a.is_contiguous() else a.numel()
     flipped = (0 if b.t().is_contiguous() else b.numel()) + a.size(0) * b.size(1)
     if flipped < direct:
@@ -105,23 +112,47 @@ def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _product(a, b.t())
 
 
-def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether ``linear(x, weight)`` takes the oneDNN path: float32 CPU tensors, not under
-    autocast or torch.compile (which choose their own kernels), oneDNN enabled."""
+def usable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
+    """Whether ``linear(x, weight, bias)`` takes the oneDNN path: float32 CPU tensors of the
+    shapes ``F.linear`` takes (a 2-D weight, a 1-D bias), oneDNN enabled; not under autocast,
+    torch.compile, torch.func transforms or forward-mode AD (each needs torch's own
+    kernels)."""
     return (
         x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
+        and weight.device == x.device
+        and weight.dim() == 2
+        and (
+            bias is None or (bias.dim() == 1 and bias.dtype == x.dtype and bias.device == x.device)
+        )
         and x.numel() > 0
         and not torch.compiler.is_compiling()
         and not torch.is_autocast_enabled("cpu")
+        and not _transformed(x)
         and onednn_enabled()
+    )
+
+
+def _transformed(x: torch.Tensor) -> bool:
+    """Whether ``x`` is inside a torch.func transform or a forward-mode AD level, which a
+    custom autograd function without their formulas would silently get wrong."""
+    return bool(
+        torch._C._functorch.is_functorch_wrapped_tensor(x)
+        or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
     )
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, through oneDNN where ``usable``."""
-    if not usable(x, weight):
+    if not usable(x, weight, bias):
         return F.linear(x, weight, bias)
+    return onednn_linear(x, weight, bias)
+
+
+def onednn_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` by oneDNN, for inputs already found ``usable``."""
     if torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     ):
@@ -132,10 +163,4 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for 2-D float32 CPU matrices with no autograd, through oneDNN where
     ``usable``."""
-    return _mm(a, b) if usable(a, b) else a @ b
-
-
-def onednn_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for 2-D float32 CPU matrices by oneDNN, whatever ``NANOGPT_CPU_MATMUL``
-    says (``nanogpt bench`` times it to find the machine's matrix rate)."""
-    return _mm(a, b)
+    return onednn_mm(a, b) if usable(a, b.t()) else a @ b

@@ -45,7 +45,7 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling() or x.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)  # the compiler picks its own kernels
-        onednn = cpu_matmul.usable(x, self.weight)
+        onednn = cpu_matmul.usable(x, self.weight, self.bias)
         parts = torch.get_num_threads()
         rows = x.numel() // self.in_features
         if (
@@ -56,7 +56,7 @@ class Linear(nn.Linear):
             or self.out_features < 2 * parts
         ):
             if onednn:
-                return cpu_matmul.linear(x, self.weight, self.bias)
+                return cpu_matmul.onednn_linear(x, self.weight, self.bias)
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, self.in_features)
         size = self.out_features // parts

@@ -330,6 +330,7 @@ def test_a_distributed_process_ends_without_finalizing_the_interpreter(
     interpreter); any other process exits as usual."""
     import os
 
+    import nanogpt_cli.cli.app as app_module
     import nanogpt_cli.train.distributed as distributed
 
     exits: list[int] = []
@@ -351,6 +352,14 @@ def test_a_distributed_process_ends_without_finalizing_the_interpreter(
     with pytest.raises(SystemExit):
         main()
     assert len(exits) == 2 and exits[1] != 0
+
+    def bug(argv: list[str]) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app_module, "_main", bug)  # an uncaught exception: status 1
+    with pytest.raises(SystemExit):
+        main()
+    assert exits[2] == 1
 
 
 def test_process_entry_point_exempts_survivors_from_the_final_gc(

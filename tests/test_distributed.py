@@ -160,16 +160,17 @@ def _workers(launcher: int) -> dict[int, int]:
     return found
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes in /proc")
 def test_the_process_killed_by_a_signal_is_named_as_the_cause() -> None:
     """The peers of a killed process fail too, and may exit before the launcher notices the
-    kill: the report names the killed one, a signal other than the launcher's SIGTERM first."""
+    kill: the report names the killed (or crashed) one first, the launcher's SIGTERM last."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
     from nanogpt_cli.train.launch import _failures
 
     def report(codes: dict[int, int]) -> str:
         failures = {r: ProcessFailure(r, 1000 + r, code, "") for r, code in codes.items()}
+        for failure in failures.values():
+            failure.timestamp = 1_700_000_000  # all seen in the same second
         return _failures(ChildFailedError("train", failures), 3)
 
     killed = "process 1 of 3 was killed by SIGKILL (1 more stopped)"
@@ -178,8 +179,11 @@ def test_the_process_killed_by_a_signal_is_named_as_the_cause() -> None:
         "process 2 of 3 was killed by SIGKILL"
     )
     assert report({1: 1, 2: 3}).startswith("process 1 of 3 exited with code 1")
+    # an abort is no outside cause: the earliest failure (the same second: the lower rank)
+    assert report({1: -signal.SIGABRT, 0: 1}).startswith("process 0 of 3 exited with code 1")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes in /proc")
 def test_killing_one_process_ends_the_whole_run(data_dir: Path, tmp_path: Path) -> None:
     options = {
         **TINY,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import os
@@ -227,9 +228,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     try:
         _main(sys.argv[1:])
-    except SystemExit as e:
+    except BaseException as e:
         if _was_distributed():
-            _exit_now(e.code)
+            _exit_now(e)
         raise
     finally:
         gc.freeze()
@@ -241,25 +242,34 @@ def _was_distributed() -> bool:
     return module is not None and bool(module.joined_process_group())
 
 
-def _exit_now(code: object) -> None:
-    """End a process of a distributed run without finalizing the interpreter.
+def _exit_now(ending: BaseException) -> None:
+    """End a process of a distributed run without finalizing the interpreter, with the
+    status its ``ending`` (``SystemExit`` or an uncaught exception) would have given.
 
     c10d's worker threads (gloo) release a finished collective's tensors after the caller
     has moved on; if that happens while the interpreter finalizes, Python ends the thread
     mid-release and the process aborts ("terminate called without an active exception").
     It hit rank 1 of a 2-process FSDP run on gloo in about 1 run in 20 (the rank that has
-    nothing to write after the final save), a barrier before leaving the group only made
-    it rarer. Everything the run writes is closed by now; the streams are flushed here.
+    nothing to write after the final save). The run's files are closed by then (the
+    trainer closes them whatever happens); the streams are flushed here.
     """
-    if code is None:
-        status = 0
-    elif isinstance(code, int):
-        status = code
-    else:  # sys.exit("message") prints the message and exits with 1
-        print(code, file=sys.stderr)
-        status = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
+    if isinstance(ending, SystemExit):
+        code = ending.code
+        if code is None:
+            status = 0
+        elif isinstance(code, int):
+            status = code
+        else:  # sys.exit("message") prints the message and exits with 1
+            print(code, file=sys.stderr)
+            status = 1
+    else:
+        import traceback
+
+        traceback.print_exception(ending)
+        status = 130 if isinstance(ending, KeyboardInterrupt) else 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
     os._exit(status)
 
 

@@ -63,18 +63,11 @@ class Dist:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
 
-    def close(self, finished: bool = False) -> None:
-        """Leave the process group; after a run that ``finished``, once every process is
-        done with its collectives.
-
-        The barrier makes every process's last collective finish before any leaves; a run
-        that failed skips it, as a peer may be gone. c10d's worker threads can still hold
-        collectives' tensors after that, which is why the ``nanogpt`` entry point ends a
-        distributed process without finalizing the interpreter (``cli.app.main``).
-        """
+    def close(self) -> None:
+        """Leave the process group. (c10d's worker threads can still hold the tensors of
+        the last collectives after that, which is why the ``nanogpt`` entry point ends a
+        distributed process without finalizing the interpreter: ``cli.app.main``.)"""
         if dist.is_initialized():
-            if finished:
-                dist.barrier()
             dist.destroy_process_group()
 
 

@@ -96,13 +96,10 @@ def train(cfg: TrainConfig) -> TrainResult:
 
         return launch(cfg)
     trainer = Trainer(cfg)
-    finished = False
     try:
-        result = trainer.run()
-        finished = True
-        return result
+        return trainer.run()
     finally:
-        trainer.close(finished)
+        trainer.close()
 
 
 def resolve_config(
@@ -160,10 +157,10 @@ class Trainer:
             self.close()
             raise
 
-    def close(self, finished: bool = False) -> None:
-        """Leave the process group of a distributed run (``Dist.close``)."""
+    def close(self) -> None:
+        """Leave the process group of a distributed run."""
         if self.dist is not None:
-            self.dist.close(finished)
+            self.dist.close()
 
     @property
     def main(self) -> bool:

@@ -126,15 +126,17 @@ def _signal_handlers() -> Iterator[None]:
 def _failures(error: object, n: int) -> str:
     """Which process failed first, and how (its own error line is printed above).
 
-    A process killed by a signal is the cause whenever there is one: the others' errors
-    follow from it, and one of them may have exited before the launcher noticed the kill.
-    The launcher stops the rest with SIGTERM, so any other signal comes first.
+    A process killed from outside or crashed (SIGKILL, as the out-of-memory killer sends,
+    or SIGSEGV, SIGBUS, SIGILL, SIGFPE) is the cause whenever there is one: its peers'
+    errors follow from it, and one of them may have exited before the launcher noticed the
+    kill. Otherwise the earliest failure; the launcher's own SIGTERM to the rest comes last.
     """
+    outside = {signal.SIGKILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
 
     def cause(item: tuple[int, Any]) -> tuple[int, float, int]:
         rank, failure = item
         code = failure.exitcode
-        order = 2 if code >= 0 else 1 if code == -signal.SIGTERM else 0
+        order = 0 if -code in outside else 2 if code == -signal.SIGTERM else 1
         return order, failure.timestamp, rank
 
     rank, first = min(error.failures.items(), key=cause)  # type: ignore[attr-defined]
