@@ -6,9 +6,9 @@ which the same torch build carries (``torch.ops.mkldnn._linear_pointwise``, the 
 behind inductor's CPU linear layers), picks by instruction set. On the 2-core AMD EPYC
 (Zen 5) this project is measured on, a 2048-square float32 product runs at about 440
 GFLOP/s through oneDNN against 200 through MKL, and the ``shakespeare-char-cpu`` training
-step drops from 31 to 21 ms (docs/benchmarks.md). Results are float32 throughout (no
-reduced-precision math): they equal the BLAS's up to float rounding, and the same inputs
-give the same bits from run to run.
+step drops from 32.6 to 23.6 ms, paired in one process (docs/benchmarks.md). Results are
+float32 throughout (no reduced-precision math): they equal the BLAS's up to float
+rounding, and the same inputs give the same bits from run to run.
 
 ``linear`` is ``F.linear`` with that kernel for both directions: the forward product and
 the two of backward (input gradient, weight gradient) are each one oneDNN product over the
