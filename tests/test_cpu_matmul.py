@@ -4,6 +4,7 @@ up to float rounding, in both directions, and the switch that turns them off."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -132,6 +133,25 @@ def test_mm_equals_matmul_in_every_orientation(
     got = cpu_matmul.mm(a, b)
     assert got.is_contiguous()
     torch.testing.assert_close(got, a @ b, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_a_long_contraction_gets_a_row_major_weight(
+    backend: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(monkeypatch, "onednn")
+    weights: list[bool] = []
+    product = cpu_matmul._product
+
+    def recording(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> Any:
+        weights.append(b.is_contiguous())
+        return product(a, b, bias)
+
+    monkeypatch.setattr(cpu_matmul, "_product", recording)
+    for k in (cpu_matmul.LONG_CONTRACTION - 1, cpu_matmul.LONG_CONTRACTION):
+        a, b = torch.randn(3, k), torch.randn(k, 5)  # as the loss head's input gradient
+        torch.testing.assert_close(cpu_matmul.mm(a, b), a @ b, rtol=1e-4, atol=1e-3)
+    assert weights == [False, True]  # the long one copied first, the other read in place
 
 
 @needs_onednn

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -58,3 +62,43 @@ def test_autocast_only_below_float32() -> None:
     assert isinstance(dev.autocast(torch.device("cpu"), torch.float32), contextlib.nullcontext)
     with dev.autocast(torch.device("cpu"), torch.bfloat16):
         assert torch.is_autocast_enabled("cpu")
+
+
+
+STEP_FAULTS = """
+import resource
+import torch
+from nanogpt_cli.config import ModelConfig
+from nanogpt_cli.model import GPT
+from nanogpt_cli.train.device import keep_freed_memory
+print(keep_freed_memory())
+torch.manual_seed(0)
+# a vocabulary of 16384 makes the loss head's buffers 32 MiB, past every mmap threshold
+model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=16384))
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+idx = torch.randint(0, 16384, (8, 65))
+faults = []
+for step in range(12):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    _, loss = model(idx[:, :-1], idx[:, 1:], return_logits=False)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(max(faults[-4:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc is Linux-only")
+@pytest.mark.parametrize("keep", [True, False])
+def test_training_steps_reuse_freed_memory_without_page_faults(keep: bool) -> None:
+    env = {**os.environ, dev.KEEP_MEMORY_ENV: "1" if keep else "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", STEP_FAULTS], env=env, capture_output=True, text=True, check=True
+    )
+    applied, faults = done.stdout.split()
+    # Each step frees and makes again buffers of 2 to 32 MiB: thousands of pages.
+    if keep:
+        assert applied == "True" and int(faults) < 200  # after a few steps, none is fresh
+    else:
+        assert applied == "False" and int(faults) > 2000

@@ -1,0 +1,172 @@
+"""Where a CPU training step stands against its floor: the step, and its largest parts alone.
+
+The floor is the step's FLOPs (6 N per token plus attention, ``GPT.flops_per_token``) at
+the machine's measured float32 matrix-multiply rate (``nanogpt bench``'s, the best of a
+2048-square product through MKL and oneDNN). For each model this prints, side by side:
+
+- the step (nanogpt's ``TrainStep``: forward, backward, clipping, fused AdamW; the median
+  of ``--steps`` after warm-up);
+- the step's matrix products alone: every product one step makes, recorded with its
+  shapes and strides, replayed back to back through the same kernel (the best of
+  ``--repeats`` replays), and their rate;
+- attention alone: ``scaled_dot_product_attention`` forward and backward at the step's
+  shapes, once per layer (the best of ``--repeats``);
+
+each in milliseconds and as a multiple of the floor. The products and attention alone are
+what the step cannot go below with these kernels: where their sum is above a target
+multiple of the floor, no change around them reaches it.
+
+Usage:
+  python benchmarks/step_parts.py [--only cpu-preset gpt2-256] [--steps 20] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nanogpt_cli import cpu_matmul
+from nanogpt_cli.bench import matmul_tflops
+from nanogpt_cli.config import ModelConfig, OptimConfig
+from nanogpt_cli.model import GPT
+from nanogpt_cli.train.device import setup_backends
+from nanogpt_cli.train.optim import build_optimizer
+from nanogpt_cli.train.step import TrainStep
+
+# name: (model, batch, steps): the shapes of benchmarks/train_step.py
+CONFIGS = {
+    "cpu-preset": (ModelConfig(4, 4, 128, 64, 65), 12, 30),
+    "gpt2-256": (ModelConfig(12, 12, 768, 256, 50304), 4, 4),
+}
+Product = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls, after one to warm up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def record_products(step: Callable[[], Any]) -> list[Product]:
+    """The oneDNN products one call of ``step`` makes: shapes and strides of both operands,
+    and whether there is a bias."""
+    seen: list[Product] = []
+    original = cpu_matmul._product
+
+    def recording(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> Any:
+        seen.append((tuple(a.shape), a.stride(), tuple(b.shape), b.stride(), bias is not None))
+        return original(a, b, bias)
+
+    cpu_matmul._product = recording  # type: ignore[assignment]
+    try:
+        step()
+    finally:
+        cpu_matmul._product = original  # type: ignore[assignment]
+    return seen
+
+
+def operands(product: Product) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    a_shape, a_stride, b_shape, b_stride, bias = product
+    a = torch.empty_strided(a_shape, a_stride).normal_()
+    b = torch.empty_strided(b_shape, b_stride).normal_()
+    return a, b, torch.zeros(b_shape[0]) if bias else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (per model)")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if not cpu_matmul.onednn_enabled():
+        sys.exit("oneDNN products are off here (NANOGPT_CPU_MATMUL or not x86): nothing to replay")
+    device = torch.device("cpu")
+    setup_backends(device)
+    rate = matmul_tflops(device, torch.float32) * 1e12
+    print(
+        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {date.today()}; "
+        f"float32 matrix-multiply rate {rate / 1e9:.0f} GFLOP/s (the floor's)"
+    )
+    print(
+        "| model | batch | floor ms | step ms | step / floor | products alone ms "
+        "| products GFLOP/s | attention alone ms | products + attention / floor |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in args.only:
+        config, batch, steps = CONFIGS[name]
+        steps = args.steps or steps
+        torch.manual_seed(0)
+        model = GPT(config)
+        optimizer = build_optimizer(model, OptimConfig())
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        train = TrainStep(
+            model, optimizer, scaler, grad_accum=1, grad_clip=1.0, device=device,
+            dtype=torch.float32,
+        )  # fmt: skip
+        tokens = torch.randint(0, config.vocab_size or 1, (batch, config.block_size + 1))
+
+        def fetch() -> tuple[torch.Tensor, torch.Tensor]:
+            return tokens[:, :-1], tokens[:, 1:]
+
+        x, y = fetch()
+        for _ in range(3):
+            train(x, y, fetch)
+        step_times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            train(x, y, fetch)
+            step_times.append(time.perf_counter() - start)
+        step_s = statistics.median(step_times)
+        products = record_products(lambda: train(x, y, fetch))
+        tensors = [operands(p) for p in products]
+        product_flops = sum(2 * a.size(0) * a.size(1) * b.size(0) for a, b, _ in tensors)
+
+        def replay() -> None:
+            for a, b, bias in tensors:
+                cpu_matmul._product(a, b, bias)
+
+        products_s = best_of(replay, args.repeats)
+        del tensors
+        hs = config.n_embd // config.n_head
+        q, k, v = (
+            torch.randn(batch, config.n_head, config.block_size, hs, requires_grad=True)
+            for _ in range(3)
+        )
+        grad = torch.randn_like(q)
+
+        def attention() -> None:
+            for _ in range(config.n_layer):
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                out.backward(grad)
+
+        attention_s = best_of(attention, args.repeats)
+        floor_s = model.flops_per_token(config.block_size) * batch * config.block_size / rate
+        print(
+            f"| {name} | {batch} x {config.block_size} | {floor_s * 1e3:,.1f} "
+            f"| {step_s * 1e3:,.1f} | {step_s / floor_s:.2f}x | {products_s * 1e3:,.1f} "
+            f"| {product_flops / products_s / 1e9:.0f} | {attention_s * 1e3:,.1f} "
+            f"| {(products_s + attention_s) / floor_s:.2f}x |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
