@@ -98,9 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     if not cpu_matmul.onednn_enabled():
         sys.exit("oneDNN products are off here (NANOGPT_CPU_MATMUL or not x86): nothing to replay")
-    device = torch.device("cpu")
-    setup_backends(device)
-    rate = matmul_tflops(device, torch.float32) * 1e12
+    setup_backends(torch.device("cpu"))
+    rate = matmul_tflops(torch.device("cpu"), torch.float32) * 1e12
     print(
         f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {date.today()}; "
         f"float32 matrix-multiply rate {rate / 1e9:.0f} GFLOP/s (the floor's)"
@@ -112,53 +111,11 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.only:
         config, batch, steps = CONFIGS[name]
-        steps = args.steps or steps
-        torch.manual_seed(0)
-        model = GPT(config)
-        optimizer = build_optimizer(model, OptimConfig())
-        scaler = torch.amp.GradScaler("cpu", enabled=False)
-        train = TrainStep(
-            model, optimizer, scaler, grad_accum=1, grad_clip=1.0, device=device,
-            dtype=torch.float32,
-        )  # fmt: skip
-        tokens = torch.randint(0, config.vocab_size or 1, (batch, config.block_size + 1))
-
-        def fetch() -> tuple[torch.Tensor, torch.Tensor]:
-            return tokens[:, :-1], tokens[:, 1:]
-
-        x, y = fetch()
-        for _ in range(3):
-            train(x, y, fetch)
-        step_times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            train(x, y, fetch)
-            step_times.append(time.perf_counter() - start)
-        step_s = statistics.median(step_times)
-        products = record_products(lambda: train(x, y, fetch))
-        tensors = [operands(p) for p in products]
-        product_flops = sum(2 * a.size(0) * a.size(1) * b.size(0) for a, b, _ in tensors)
-
-        def replay() -> None:
-            for a, b, bias in tensors:
-                cpu_matmul._product(a, b, bias)
-
-        products_s = best_of(replay, args.repeats)
-        del tensors
-        hs = config.n_embd // config.n_head
-        q, k, v = (
-            torch.randn(batch, config.n_head, config.block_size, hs, requires_grad=True)
-            for _ in range(3)
+        step_s, products_s, product_flops = measure(
+            config, batch, args.steps or steps, args.repeats
         )
-        grad = torch.randn_like(q)
-
-        def attention() -> None:
-            for _ in range(config.n_layer):
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-                out.backward(grad)
-
-        attention_s = best_of(attention, args.repeats)
-        floor_s = model.flops_per_token(config.block_size) * batch * config.block_size / rate
+        attention_s = attention_seconds(config, batch, args.repeats)
+        floor_s = GPT(config).flops_per_token(config.block_size) * batch * config.block_size / rate
         print(
             f"| {name} | {batch} x {config.block_size} | {floor_s * 1e3:,.1f} "
             f"| {step_s * 1e3:,.1f} | {step_s / floor_s:.2f}x | {products_s * 1e3:,.1f} "
@@ -166,6 +123,56 @@ def main() -> None:
             f"| {(products_s + attention_s) / floor_s:.2f}x |",
             flush=True,
         )
+
+
+def measure(
+    config: ModelConfig, batch: int, steps: int, repeats: int
+) -> tuple[float, float, float]:
+    """Seconds of the step (median of ``steps``), of its products replayed alone (the best
+    of ``repeats``), and their FLOPs."""
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    model = GPT(config)
+    optimizer = build_optimizer(model, OptimConfig())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    train = TrainStep(
+        model, optimizer, scaler, grad_accum=1, grad_clip=1.0, device=device, dtype=torch.float32
+    )
+    tokens = torch.randint(0, config.vocab_size or 1, (batch, config.block_size + 1))
+
+    def fetch() -> tuple[torch.Tensor, torch.Tensor]:
+        return tokens[:, :-1], tokens[:, 1:]
+
+    x, y = fetch()
+    for _ in range(3):
+        train(x, y, fetch)
+    step_times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        train(x, y, fetch)
+        step_times.append(time.perf_counter() - start)
+    tensors = [operands(p) for p in record_products(lambda: train(x, y, fetch))]
+    product_flops = sum(2 * a.size(0) * a.size(1) * b.size(0) for a, b, _ in tensors)
+
+    def replay() -> None:
+        for a, b, bias in tensors:
+            cpu_matmul._product(a, b, bias)
+
+    return statistics.median(step_times), best_of(replay, repeats), product_flops
+
+
+def attention_seconds(config: ModelConfig, batch: int, repeats: int) -> float:
+    """Seconds of ``scaled_dot_product_attention`` forward and backward at the step's shapes,
+    once per layer (the best of ``repeats``)."""
+    shape = (batch, config.n_head, config.block_size, config.n_embd // config.n_head)
+    q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
+    grad = torch.randn(shape)
+
+    def attention() -> None:
+        for _ in range(config.n_layer):
+            F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)
+
+    return best_of(attention, repeats)
 
 
 if __name__ == "__main__":

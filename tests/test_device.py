@@ -64,7 +64,6 @@ def test_autocast_only_below_float32() -> None:
         assert torch.is_autocast_enabled("cpu")
 
 
-
 STEP_FAULTS = """
 import resource
 import torch
