@@ -131,7 +131,7 @@ def keep_freed_memory() -> bool:
     154 MB for GPT-2 at 1,024 tokens). By default glibc serves every block from 128 KiB to
     32 MiB, and every larger one, with a fresh mmap() and returns it on free, so each step
     pays a page fault for every 4 KiB it touches: about 900 per step for the
-    ``shakespeare-char-cpu`` model and 163,000 for GPT-2 124M at 1,024 tokens, 4 us or more
+    ``shakespeare-char-cpu`` model and 230,000 for GPT-2 124M at 1,024 tokens, 4 us or more
     each in a VM. Here no block is mmap()ed (the heap serves them all) and the heap is
     never trimmed, so after the first steps a step faults no page at all. The process keeps
     its peak memory until it exits, as CUDA's caching allocator does. Set
