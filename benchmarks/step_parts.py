@@ -1,14 +1,16 @@
 """Where a CPU training step stands against its floor: the step, and its largest parts alone.
 
 The floor is the step's FLOPs (6 N per token plus attention, ``GPT.flops_per_token``) at
-the machine's measured float32 matrix-multiply rate (``nanogpt bench``'s, the best of a
-2048-square product through MKL and oneDNN). For each model this prints, side by side:
+the machine's measured float32 matrix-multiply rate (``nanogpt bench``'s measurement: the
+best of a 2048-square product through MKL and oneDNN, here taken once before the models).
+For each model this prints, side by side:
 
 - the step (nanogpt's ``TrainStep``: forward, backward, clipping, fused AdamW; the median
   of ``--steps`` after warm-up);
-- the step's matrix products alone: every product one step makes, recorded with its
-  shapes and strides, replayed back to back through the same kernel (the best of
-  ``--repeats`` replays), and their rate;
+- the step's matrix products alone: every oneDNN product one step makes, recorded with
+  its operands' shapes and strides, replayed back to back through the same kernel (the
+  best of ``--repeats`` replays), and their rate; the copies ``cpu_matmul`` makes around
+  a product (a transposed result, a weight copied for the loss head) are not included;
 - attention alone: ``scaled_dot_product_attention`` forward and backward at the step's
   shapes, once per layer (the best of ``--repeats``);
 
@@ -111,11 +113,11 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.only:
         config, batch, steps = CONFIGS[name]
-        step_s, products_s, product_flops = measure(
+        step_s, step_flops, products_s, product_flops = measure(
             config, batch, args.steps or steps, args.repeats
         )
         attention_s = attention_seconds(config, batch, args.repeats)
-        floor_s = GPT(config).flops_per_token(config.block_size) * batch * config.block_size / rate
+        floor_s = step_flops / rate
         print(
             f"| {name} | {batch} x {config.block_size} | {floor_s * 1e3:,.1f} "
             f"| {step_s * 1e3:,.1f} | {step_s / floor_s:.2f}x | {products_s * 1e3:,.1f} "
@@ -127,9 +129,9 @@ def main() -> None:
 
 def measure(
     config: ModelConfig, batch: int, steps: int, repeats: int
-) -> tuple[float, float, float]:
-    """Seconds of the step (median of ``steps``), of its products replayed alone (the best
-    of ``repeats``), and their FLOPs."""
+) -> tuple[float, float, float, float]:
+    """Seconds of the step (median of ``steps``) and its FLOPs; seconds of its products
+    replayed alone (the best of ``repeats``) and their FLOPs."""
     device = torch.device("cpu")
     torch.manual_seed(0)
     model = GPT(config)
@@ -152,25 +154,29 @@ def measure(
         train(x, y, fetch)
         step_times.append(time.perf_counter() - start)
     tensors = [operands(p) for p in record_products(lambda: train(x, y, fetch))]
-    product_flops = sum(2 * a.size(0) * a.size(1) * b.size(0) for a, b, _ in tensors)
+    product_flops = sum(2 * a.numel() * b.size(0) for a, b, _ in tensors)
 
     def replay() -> None:
         for a, b, bias in tensors:
             cpu_matmul._product(a, b, bias)
 
-    return statistics.median(step_times), best_of(replay, repeats), product_flops
+    step_flops = model.flops_per_token(config.block_size) * batch * config.block_size
+    return statistics.median(step_times), step_flops, best_of(replay, repeats), product_flops
 
 
 def attention_seconds(config: ModelConfig, batch: int, repeats: int) -> float:
     """Seconds of ``scaled_dot_product_attention`` forward and backward at the step's shapes,
     once per layer (the best of ``repeats``)."""
-    shape = (batch, config.n_head, config.block_size, config.n_embd // config.n_head)
-    q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
-    grad = torch.randn(shape)
+    B, T, C, H = batch, config.block_size, config.n_embd, config.n_head
+    # as the model passes them: heads of one (B, T, 3C) projection, transposed views
+    qkv = torch.randn(B, T, 3 * C, requires_grad=True)
+    q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in qkv.split(C, dim=2))
+    grad = torch.randn(B, H, T, C // H)
 
     def attention() -> None:
         for _ in range(config.n_layer):
-            F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            torch.autograd.grad(out, (q, k, v), grad)
 
     return best_of(attention, repeats)
 

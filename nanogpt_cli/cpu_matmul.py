@@ -33,10 +33,6 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 ENV = "NANOGPT_CPU_MATMUL"
-# From this length of the contracted dimension up, ``onednn_mm`` copies a row-major right
-# operand to column-major before the product (vocabulary-sized contractions; shorter ones
-# gain nothing from it).
-LONG_CONTRACTION = 16384
 BACKENDS = ("auto", "onednn", "blas")
 
 
@@ -113,11 +109,6 @@ def onednn_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     flipped = (0 if b.t().is_contiguous() else b.numel()) + a.size(0) * b.size(1)
     if flipped < direct:
         return _product(b.t(), a).t().contiguous()
-    if b.is_contiguous() and b.size(0) >= LONG_CONTRACTION:
-        # b row-major makes oneDNN's weight (b.T) column-major, which oneDNN reorders itself,
-        # slowly when the contraction is this long: the loss head's input gradient (over
-        # the vocabulary) takes 50 ms less of 320 at GPT-2's shape with a copy made first
-        return _product(a, b.t().contiguous())
     return _product(a, b.t())
 
 
@@ -167,6 +158,17 @@ def onednn_linear(
     ):
         return _Linear.apply(x, weight, bias)  # type: ignore[no-any-return]
     return _product(x, weight, bias).view(*x.shape[:-1], weight.size(0))
+
+
+def mm_weight_copied(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for a row-major ``b`` with a long contraction (the loss head's input
+    gradient, over the vocabulary), through oneDNN where ``usable``, with oneDNN's weight
+    (``b.T``) copied to row-major first: oneDNN reorders a column-major weight itself,
+    slowly at that length (GPT-2's 50,304 x 768 embedding: 265 against 319 ms with the
+    copy). Elsewhere it is ``mm``: the BLAS reads ``b`` as it is."""
+    if not usable(a, b.t()):
+        return a @ b
+    return _product(a, b.t().contiguous())
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -238,7 +238,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             scale = valid.to(z.dtype)[:, None] / count
             z.mul_(scale / total)  # softmax, divided by the token count: d(mean loss)/d(logits)
             z.scatter_add_(1, safe, -scale)  # minus the one-hot target
-            grad_h = cpu_matmul.mm(z, weight) if need_h else None
+            grad_h = cpu_matmul.mm_weight_copied(z, weight) if need_h else None
             grad_w = cpu_matmul.mm(z.t(), h) if need_w else None
             ctx.save_for_backward(grad_h, grad_w)
         return loss

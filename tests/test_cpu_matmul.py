@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from nanogpt_cli import cpu_matmul
 from nanogpt_cli.config import ModelConfig
 from nanogpt_cli.errors import ConfigError
-from nanogpt_cli.model import GPT
+from nanogpt_cli.model import GPT, linear_cross_entropy
 
 needs_onednn = pytest.mark.skipif(
     not cpu_matmul.onednn_available(), reason="this torch build has no oneDNN"
@@ -136,7 +136,7 @@ def test_mm_equals_matmul_in_every_orientation(
 
 
 @needs_onednn
-def test_a_long_contraction_gets_a_row_major_weight(
+def test_the_loss_heads_long_product_gets_a_row_major_weight(
     backend: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use(monkeypatch, "onednn")
@@ -148,10 +148,17 @@ def test_a_long_contraction_gets_a_row_major_weight(
         return product(a, b, bias)
 
     monkeypatch.setattr(cpu_matmul, "_product", recording)
-    for k in (cpu_matmul.LONG_CONTRACTION - 1, cpu_matmul.LONG_CONTRACTION):
-        a, b = torch.randn(3, k), torch.randn(k, 5)  # as the loss head's input gradient
-        torch.testing.assert_close(cpu_matmul.mm(a, b), a @ b, rtol=1e-4, atol=1e-3)
-    assert weights == [False, True]  # the long one copied first, the other read in place
+    a, b = torch.randn(3, 4096), torch.randn(4096, 5)  # logits' gradient, embedding
+    torch.testing.assert_close(cpu_matmul.mm_weight_copied(a, b), a @ b, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(cpu_matmul.mm(a, b), a @ b, rtol=1e-4, atol=1e-3)
+    assert weights == [True, False]  # copied first; mm reads it in place
+    # and the fused loss head uses it for its input's gradient
+    h = torch.randn(6, 5, requires_grad=True)
+    embedding = torch.randn(4096, 5, requires_grad=True)
+    targets = torch.randint(0, 4096, (6,))
+    weights.clear()
+    linear_cross_entropy(h, embedding, targets).backward()
+    assert weights[:2] == [True, True]  # the logits, then the input's gradient
 
 
 @needs_onednn

@@ -107,7 +107,8 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
 
 
 def setup_backends(device: torch.device) -> None:
-    """Process-wide speed settings that do not change results beyond float tolerance."""
+    """Process-wide speed settings that do not change results beyond float tolerance. On a
+    Linux CPU that includes ``keep_freed_memory``: the process keeps its peak memory."""
     if device.type == "cpu":
         keep_freed_memory()
     if device.type == "cuda":
@@ -119,7 +120,6 @@ def setup_backends(device: torch.device) -> None:
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_INT_MAX = 2**31 - 1  # mallopt takes a C int
 KEEP_MEMORY_ENV = "NANOGPT_KEEP_FREED_MEMORY"
 
 
@@ -128,14 +128,17 @@ def keep_freed_memory() -> bool:
 
     A training step on CPU frees and re-allocates the same buffers every step: activations,
     gradients, and for a large vocabulary the logits and the embedding's gradient (206 and
-    154 MB for GPT-2 at 1,024 tokens). By default glibc serves every block from 128 KiB to
-    32 MiB, and every larger one, with a fresh mmap() and returns it on free, so each step
-    pays a page fault for every 4 KiB it touches: about 900 per step for the
-    ``shakespeare-char-cpu`` model and 230,000 for GPT-2 124M at 1,024 tokens, 4 us or more
-    each in a VM. Here no block is mmap()ed (the heap serves them all) and the heap is
-    never trimmed, so after the first steps a step faults no page at all. The process keeps
-    its peak memory until it exits, as CUDA's caching allocator does. Set
-    NANOGPT_KEEP_FREED_MEMORY=0 to leave malloc alone. Returns whether it was applied.
+    154 MB for GPT-2 at 1,024 tokens). By default glibc serves a block above its mmap
+    threshold (128 KiB, rising to the largest such block freed, at most 32 MiB) with a
+    fresh mmap() and unmaps it on free, and trims the heap's free top beyond twice that,
+    so each step pays a page fault for every 4 KiB of those blocks it touches: about 900
+    per step for the ``shakespeare-char-cpu`` model and 230,000 for GPT-2 124M at 1,024
+    tokens, 4 us or more each in a VM. Here the main thread's heap serves every block, of
+    any size, and is never trimmed, so after the first steps a step faults no page at all
+    (the step allocates on the main thread; autograd on CPU runs there too). The process
+    keeps its peak memory until it exits, as CUDA's caching allocator does; a library
+    caller of ``setup_backends`` on a CPU gets the same. Set NANOGPT_KEEP_FREED_MEMORY=0 to
+    leave malloc alone. Returns whether it was applied.
     """
     if os.environ.get(KEEP_MEMORY_ENV, "1") == "0" or not sys.platform.startswith("linux"):
         return False
@@ -144,4 +147,5 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return False
-    return bool(mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
+    # -1 is read as SIZE_MAX: no trimming at all
+    return bool(mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, -1))
