@@ -210,8 +210,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     On CPU the loss head of a large vocabulary is memory-bound around its matmuls: the
     usual path writes the logits, their log-softmax, a zero-filled gradient, the softmax
-    gradient, each a (tokens x vocab) tensor (206 MB for 1024 tokens of GPT-2), and every
-    fresh tensor that size costs its page faults as well (about 50 ms here). Here the logits
+    gradient, each a (tokens x vocab) tensor (206 MB for 1024 tokens of GPT-2), and where
+    freed memory goes back to the kernel every fresh tensor that size costs its page faults
+    as well (about 50 ms here; see ``train.device.keep_freed_memory``). Here the logits
     are turned into their own gradient in place (softmax, minus one at the target, divided
     by the token count) and multiplied out at once; backward only scales the two gradients.
     The log-sum-exp is taken on the way (maximum, subtract and exponentiate in place, sum),

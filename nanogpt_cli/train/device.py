@@ -132,8 +132,8 @@ def keep_freed_memory() -> bool:
     threshold (128 KiB, rising to the largest such block freed, at most 32 MiB) with a
     fresh mmap() and unmaps it on free, and trims the heap's free top beyond twice that,
     so each step pays a page fault for every 4 KiB of those blocks it touches: about 900
-    per step for the ``shakespeare-char-cpu`` model and 230,000 for GPT-2 124M at 1,024
-    tokens, 4 us or more each in a VM. Here the main thread's heap serves every block, of
+    per step for the ``shakespeare-char-cpu`` model and 222,000 to 247,000 for GPT-2 124M
+    at 1,024 tokens, 4 us or more each in a VM. Here the main thread's heap serves every block, of
     any size, and is never trimmed, so after the first steps a step faults no page at all
     (the step allocates on the main thread; autograd on CPU runs there too). The process
     keeps its peak memory until it exits, as CUDA's caching allocator does; a library
