@@ -224,6 +224,33 @@ def test_linear_cross_entropy_equals_the_usual_loss_and_gradients() -> None:
         torch.testing.assert_close(linear_cross_entropy(h, w, targets), ref)
 
 
+def test_linear_cross_entropy_stays_exact_where_a_targets_probability_underflows() -> None:
+    """Confidently wrong predictions (a target 200 nats below the row's largest logit, so
+    its float32 probability is 0) keep a finite, exact loss and the usual gradients: the
+    log-sum-exp is not read off the target's probability."""
+    from nanogpt_cli.model import linear_cross_entropy
+
+    torch.manual_seed(0)
+    h = torch.randn(12, 8, dtype=torch.float64)
+    h[:, 0] = 50.0
+    w = torch.randn(30, 8, dtype=torch.float64)
+    w[:, 0] = torch.linspace(-2.0, 2.0, 30, dtype=torch.float64)  # logits spread over 200
+    targets = torch.zeros(12, dtype=torch.long)  # the least likely token of every row
+    targets[-1] = 29  # and one row's most likely token
+    h32 = h.float().requires_grad_()
+    w32 = w.float().requires_grad_()
+    ref = F.cross_entropy(h @ w.t(), targets)  # float64: exact to the float32 tolerance
+    assert torch.softmax((h32 @ w32.t()).detach(), 1)[0, 0] == 0  # the probability is gone
+    loss = linear_cross_entropy(h32, w32, targets)
+    loss.backward()
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=0)
+    h_ref = h32.detach().clone().requires_grad_()
+    w_ref = w32.detach().clone().requires_grad_()
+    F.cross_entropy(h_ref @ w_ref.t(), targets).backward()
+    torch.testing.assert_close(h32.grad, h_ref.grad)
+    torch.testing.assert_close(w32.grad, w_ref.grad)
+
+
 def test_linear_cross_entropy_computes_no_gradients_where_none_are_wanted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
