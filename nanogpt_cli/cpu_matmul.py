@@ -12,13 +12,14 @@ rounding, and the same inputs give the same bits from run to run.
 
 ``linear`` is ``F.linear`` with that kernel for both directions: the forward product and
 the two of backward (input gradient, weight gradient) are each one oneDNN product over the
-operands' strided views. oneDNN reads a transposed right operand in place but copies a
-transposed left one, so the weight gradient is computed in the orientation whose copies
-are the smaller (``onednn_mm``; 0.7 ms less per ``shakespeare-char-cpu`` step than
-always copying the gradient, paired). Set ``NANOGPT_CPU_MATMUL=blas`` to keep every product
-on the BLAS. The function is differentiable once (no double backward, as with every
-``once_differentiable`` function); torch.func transforms and forward-mode AD get
-``F.linear``.
+operands' strided views. oneDNN reads a transposed right operand (its weight) in place
+but copies a transposed left one, and reads a weight with padded rows or columns (a slice)
+about a thousand times slower, so such a weight is copied first; the weight gradient is
+computed in the orientation whose copies are the smaller (``onednn_mm``; 0.7 ms less per
+``shakespeare-char-cpu`` step than always copying the gradient, paired). Set
+``NANOGPT_CPU_MATMUL=blas`` to keep every product on the BLAS. The function is
+differentiable once (no double backward, as with every ``once_differentiable``
+function); torch.func transforms and forward-mode AD get ``F.linear``.
 """
 
 from __future__ import annotations
