@@ -216,13 +216,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
     are turned into their own gradient in place (softmax, minus one at the target) and
     multiplied out at once, the mean's per-token scale applied to the two small operands
     (the hidden states, the input gradient) instead of the logits; backward only scales
-    the two gradients. The softmax is ATen's, in place: one pass per row with the row in
-    cache, about 11 ms over GPT-2's 1024 x 50,304 logits where separate maximum, subtract,
-    exponentiate, sum and scale passes took about 49. The log-sum-exp comes from the
-    row's largest logit and largest probability (which is 1 / the row's sum of
-    exponentials, never below 1 / vocab), so it stays exact where a target's probability
-    underflows. No second (tokens x vocab) tensor is written. Equal to ``F.cross_entropy``
-    up to float rounding. Targets equal to -1 are ignored.
+    the two gradients. The softmax is ATen's, in place (each row read before it is
+    written, the row in cache): with the two row maxima around it, 22.5 ms over GPT-2's
+    1024 x 50,304 logits (the softmax 11.9) where separate maximum, subtract,
+    exponentiate, sum and scale passes took 46.4. The log-sum-exp comes from the row's
+    largest logit and largest probability (which is 1 / the row's sum of exponentials,
+    never below 1 / vocab), so it stays exact where a target's probability underflows. No
+    second (tokens x vocab) tensor is written. Equal to ``F.cross_entropy`` up to float
+    rounding, gradients included. Targets equal to -1 are ignored (all of them: a NaN
+    loss and zero gradients, as ``F.cross_entropy``).
     """
 
     @staticmethod
@@ -242,7 +244,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if need_h or need_w:
             # d(mean loss)/d(logits) = (softmax - one-hot target) * scale, a per-row scale
             # applied to the products' small operands instead of the (tokens x vocab) z.
-            scale = valid.to(z.dtype)[:, None] / count
+            scale = valid.to(z.dtype)[:, None] / count.clamp(min=1)
             z.scatter_add_(1, safe, z.new_full(safe.shape, -1.0))
             grad_h = cpu_matmul.mm_weight_copied(z, weight).mul_(scale) if need_h else None
             grad_w = cpu_matmul.mm(z.t(), h * scale) if need_w else None

@@ -108,10 +108,12 @@ def test_sliced_inputs_and_weights_reach_onednn_as_unpadded_weights(
     slower (a sliced input's weight gradient took 0.8 s instead of 2.5 ms)."""
     use(monkeypatch, "onednn")
     weights: list[bool] = []
+    lefts: list[int] = []
     kernel = torch.ops.mkldnn._linear_pointwise
 
     def recording(a: torch.Tensor, b: torch.Tensor, *args: Any) -> Any:
         weights.append(b.is_contiguous() or b.t().is_contiguous())
+        lefts.append(a.data_ptr())
         return kernel(a, b, *args)
 
     monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", recording)
@@ -128,6 +130,7 @@ def test_sliced_inputs_and_weights_reach_onednn_as_unpadded_weights(
     torch.testing.assert_close(got[0], wide.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[1], wide_w.grad, rtol=1e-5, atol=1e-5)
     assert len(weights) == 3 and all(weights)  # forward, input and weight gradients
+    assert lefts[0] == x.data_ptr()  # the sliced input itself is read in place
 
 
 @needs_onednn

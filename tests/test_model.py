@@ -201,11 +201,28 @@ def test_model_compiles_as_one_graph(grad: bool) -> None:
         loss.backward()
 
 
-def test_linear_cross_entropy_equals_the_usual_loss_and_gradients() -> None:
+BACKENDS = [
+    pytest.param(
+        True,
+        id="onednn",
+        marks=pytest.mark.skipif(
+            not cpu_matmul.onednn_available(), reason="this torch build has no oneDNN"
+        ),
+    ),
+    pytest.param(False, id="blas"),
+]
+
+
+@pytest.mark.parametrize("onednn", BACKENDS)
+def test_linear_cross_entropy_equals_the_usual_loss_and_gradients(
+    onednn: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The CPU loss head that never keeps the logits gives F.cross_entropy's loss and
-    gradients, with ignored (-1) targets, a scaled loss, and no gradients under no_grad."""
+    gradients, with ignored (-1) targets, a scaled loss, and no gradients under no_grad;
+    with every target ignored, a NaN loss and zero gradients, as F.cross_entropy."""
     from nanogpt_cli.model import linear_cross_entropy
 
+    monkeypatch.setattr(cpu_matmul, "onednn_enabled", lambda: onednn)
     torch.manual_seed(0)
     h = torch.randn(40, 16, requires_grad=True)
     w = torch.randn(30, 16, requires_grad=True)
@@ -222,14 +239,23 @@ def test_linear_cross_entropy_equals_the_usual_loss_and_gradients() -> None:
     torch.testing.assert_close(w.grad, grads[1])
     with torch.no_grad():
         torch.testing.assert_close(linear_cross_entropy(h, w, targets), ref)
+    h.grad = w.grad = None
+    loss = linear_cross_entropy(h, w, torch.full_like(targets, -1))
+    loss.backward()
+    assert loss.isnan()
+    assert not h.grad.any() and not w.grad.any()
 
 
-def test_linear_cross_entropy_stays_exact_where_a_targets_probability_underflows() -> None:
+@pytest.mark.parametrize("onednn", BACKENDS)
+def test_linear_cross_entropy_stays_exact_where_a_targets_probability_underflows(
+    onednn: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Confidently wrong predictions (a target 200 nats below the row's largest logit, so
     its float32 probability is 0) keep a finite, exact loss and the usual gradients: the
     log-sum-exp is not read off the target's probability."""
     from nanogpt_cli.model import linear_cross_entropy
 
+    monkeypatch.setattr(cpu_matmul, "onednn_enabled", lambda: onednn)
     torch.manual_seed(0)
     h = torch.randn(12, 8, dtype=torch.float64)
     h[:, 0] = 50.0
