@@ -105,7 +105,7 @@ def test_sliced_inputs_and_weights_reach_onednn_as_unpadded_weights(
 ) -> None:
     """A slice of a wider tensor (rows padded) is read in place as a left operand, but never
     handed to oneDNN as the weight: oneDNN reads a padded weight about a thousand times
-    slower (a sliced input's weight gradient took 0.8 s instead of 2.5 ms)."""
+    slower (a sliced input's weight gradient took 0.8 s instead of 2.5-4.3 ms)."""
     use(monkeypatch, "onednn")
     weights: list[bool] = []
     lefts: list[int] = []
