@@ -3,10 +3,17 @@ the same random GPT-2 weights, greedy, side by side in one run.
 
 Both sides load the same Hugging Face folder (a random ``GPT2LMHeadModel``, saved once) in
 a fresh process each, so "whole process" includes imports and loading; "decode" is tokens
-per second of generation alone, timed inside that process. Rounds alternate which side
-goes first. Both sides must produce the same tokens (greedy decoding of the same weights).
+per second of generation alone, timed inside that process. nanogpt's side applies the CPU
+kernels as ``nanogpt sample`` does (``--cpu-kernels`` / ``NANOGPT_CPU_KERNELS``, default
+auto). Rounds rotate which side goes first. Both sides must produce the same tokens
+(greedy decoding of the same weights).
+
+``--compare-with DIR`` adds a third side: nanogpt from another checkout (a git worktree of
+an earlier commit, say), run the same way with ``PYTHONPATH=DIR``, to compare two versions
+in one run.
 
 Usage: python benchmarks/sample_vs_hf.py [--tokens 300] [--batch 1 8] [--sizes gpt2 tiny]
+       [--compare-with ../nanogpt-before]
 """
 
 from __future__ import annotations
@@ -38,6 +45,11 @@ from nanogpt_cli.sample import generate
 torch.set_grad_enabled(False)
 folder, batch, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 model = model_from_checkpoint(read_pretrained(folder))  # the weights; no tokenizer needed
+try:  # as nanogpt sample does (a checkout from before the kernels package had them built in)
+    from nanogpt_cli.kernels import apply_kernels
+    apply_kernels(model)
+except ImportError:
+    pass
 idx = torch.full((batch, 1), {PROMPT_TOKEN}, dtype=torch.long)
 loaded = time.perf_counter()
 out = [t for t in generate(model, idx, tokens, temperature=0.0)]
@@ -77,9 +89,11 @@ def make_folder(size: str, root: Path) -> Path:
     return folder
 
 
-def run(code: str, folder: Path, batch: int, tokens: int) -> dict:
+def run(code: str, folder: Path, batch: int, tokens: int, path: str | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if path is not None:
+        env["PYTHONPATH"] = path
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", code, str(folder), str(batch), str(tokens)],
@@ -99,6 +113,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compare-with", metavar="DIR", help="another nanogpt checkout")
     args = parser.parse_args()
     import torch
 
@@ -115,18 +130,22 @@ def main() -> None:
         for size in args.sizes:
             folder = make_folder(size, Path(tmp))
             for batch in args.batch:
-                results: dict[str, list[dict]] = {"nanogpt": [], "transformers": []}
+                sides = [("nanogpt", OURS, None), ("transformers", HF, None)]
+                if args.compare_with:
+                    sides.append((f"nanogpt ({args.compare_with})", OURS, args.compare_with))
+                results: dict[str, list[dict]] = {side: [] for side, _, _ in sides}
                 for r in range(args.rounds):
-                    order = [("nanogpt", OURS), ("transformers", HF)]
-                    for side, code in order if r % 2 == 0 else order[::-1]:
-                        results[side].append(run(code, folder, batch, args.tokens))
-                same = results["nanogpt"][0]["ids"] == results["transformers"][0]["ids"]
+                    turn = r % len(sides)
+                    for side, code, path in sides[turn:] + sides[:turn]:
+                        results[side].append(run(code, folder, batch, args.tokens, path))
+                ids = [v[0]["ids"] for v in results.values()]
+                same = all(i == ids[0] for i in ids)
                 wall = {s: statistics.median(r["wall"] for r in v) for s, v in results.items()}
                 rate = {
                     s: statistics.median(batch * args.tokens / r["gen"] for r in v)
                     for s, v in results.items()
                 }
-                for side in ("transformers", "nanogpt"):
+                for side in sorted(results, key=lambda side: side != "transformers"):
                     vs_wall = wall["transformers"] / wall[side]
                     vs_rate = rate[side] / rate["transformers"]
                     print(

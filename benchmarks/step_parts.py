@@ -5,11 +5,12 @@ the machine's measured float32 matrix-multiply rate (``nanogpt bench``'s measure
 best of a 2048-square product through MKL and oneDNN, here taken once before the models).
 For each model this prints, side by side:
 
-- the step (nanogpt's ``TrainStep``: forward, backward, clipping, fused AdamW; the median
-  of ``--steps`` after warm-up);
+- the step (nanogpt's ``TrainStep`` with every CPU kernel on, as ``--cpu-kernels on``, and
+  freed memory kept as the CLI keeps it: forward, backward, clipping, fused AdamW; the
+  median of ``--steps`` after warm-up);
 - the step's matrix products alone: every oneDNN product one step makes, recorded with
   its operands' shapes and strides, replayed back to back through the same kernel (the
-  best of ``--repeats`` replays), and their rate; the copies ``cpu_matmul`` makes around
+  best of ``--repeats`` replays), and their rate; the copies ``kernels.onednn`` makes around
   a product (a transposed result, a weight copied for the loss head) are not included;
 - attention alone: ``scaled_dot_product_attention`` forward and backward at the step's
   shapes, once per layer (the best of ``--repeats``);
@@ -40,11 +41,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nanogpt_cli import cpu_matmul
 from nanogpt_cli.bench import matmul_tflops
 from nanogpt_cli.config import ModelConfig, OptimConfig
+from nanogpt_cli.kernels import apply_kernels
+from nanogpt_cli.kernels import onednn as cpu_matmul
 from nanogpt_cli.model import GPT
-from nanogpt_cli.train.device import setup_backends
+from nanogpt_cli.runtime import keep_freed_memory, setup_backends
 from nanogpt_cli.train.optim import build_optimizer
 from nanogpt_cli.train.step import TrainStep
 
@@ -98,9 +100,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (per model)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    if not cpu_matmul.onednn_enabled():
-        sys.exit("oneDNN products are off here (NANOGPT_CPU_MATMUL or not x86): nothing to replay")
+    if (problem := cpu_matmul.signature_problem()) is not None:
+        sys.exit(f"no oneDNN products here ({problem}): nothing to replay")
     setup_backends(torch.device("cpu"))
+    keep_freed_memory()
     rate = matmul_tflops(torch.device("cpu"), torch.float32) * 1e12
     print(
         f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {date.today()}; "
@@ -135,6 +138,7 @@ def measure(
     device = torch.device("cpu")
     torch.manual_seed(0)
     model = GPT(config)
+    apply_kernels(model, "on")
     optimizer = build_optimizer(model, OptimConfig())
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     train = TrainStep(

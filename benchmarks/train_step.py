@@ -7,11 +7,18 @@ a third side: nanogpt's step under torch.compile (its compile time reported apar
 
 The floor is the step's FLOPs (6 N per token plus attention) at this machine's fp32
 matrix-multiply rate, measured on one large square matmul (best of several) in the same
-run. Each side runs in its own process, rounds alternating which goes first.
+run. Each side runs in its own process, rounds rotating which goes first. nanogpt's side
+runs as ``nanogpt bench`` does: the CPU kernels of ``--cpu-kernels`` (default auto) and
+freed memory kept (``runtime.keep_freed_memory``).
+
+``--compare-with DIR`` adds nanogpt from another checkout (a git worktree of an earlier
+commit, say) as one more side, run the same way with ``PYTHONPATH=DIR``: two versions of
+the step, interleaved in one run.
 
 Usage:
   nanogpt prepare shakespeare-char; nanogpt prepare shakespeare       # once
   python benchmarks/train_step.py [--rounds 3] [--only cpu-preset gpt2-256] [--compile]
+         [--compare-with ../nanogpt-before]
 """
 
 from __future__ import annotations
@@ -37,6 +44,11 @@ WARMUP = 3
 
 OURS = f"""
 import json, sys
+try:  # what the CLI does for its process (a checkout from before did it in setup_backends)
+    from nanogpt_cli.runtime import keep_freed_memory
+    keep_freed_memory()
+except ImportError:
+    pass
 from nanogpt_cli.bench import bench_train
 from nanogpt_cli.config import build_config
 dataset, shape, steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
@@ -74,8 +86,12 @@ print(json.dumps({{"ms": statistics.median(times[{WARMUP}:]) * 1000}}))
 """
 
 
-def run(code: str, dataset: str, shape: dict, steps: int, compile: bool = False) -> dict:
+def run(
+    code: str, dataset: str, shape: dict, steps: int, compile: bool = False, path: str | None = None
+) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if path is not None:
+        env["PYTHONPATH"] = path
     done = subprocess.run(
         [sys.executable, "-c", code, dataset, json.dumps(shape), str(steps), str(int(compile))],
         capture_output=True,
@@ -91,6 +107,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--compile", action="store_true", help="add nanogpt under torch.compile")
+    parser.add_argument("--compare-with", metavar="DIR", help="another nanogpt checkout")
     args = parser.parse_args()
     import torch
 
@@ -105,18 +122,20 @@ def main() -> None:
         "| compile s |"
     )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
-    sides = [("nanogpt", OURS, False), ("baseline", BASELINE, False)]
+    sides = [("nanogpt", OURS, False, None), ("baseline", BASELINE, False, None)]
     if args.compile:
-        sides.append(("nanogpt --compile", OURS, True))
+        sides.append(("nanogpt --compile", OURS, True, None))
+    if args.compare_with:
+        sides.append((f"nanogpt ({args.compare_with})", OURS, False, args.compare_with))
     for name in args.only:
         dataset, shape, steps = CONFIGS[name]
-        ms: dict[str, list[float]] = {side: [] for side, _, _ in sides}
+        ms: dict[str, list[float]] = {side: [] for side, _, _, _ in sides}
         compile_s: list[float] = []
         rates, flops = [], 0.0
         for r in range(args.rounds):
             # rotate which side goes first
-            for side, code, compiled in sides[r % len(sides) :] + sides[: r % len(sides)]:
-                result = run(code, dataset, shape, steps, compiled)
+            for side, code, compiled, path in sides[r % len(sides) :] + sides[: r % len(sides)]:
+                result = run(code, dataset, shape, steps, compiled, path)
                 ms[side].append(result["ms"])
                 flops = result.get("flops", flops)
                 if compiled:
@@ -125,7 +144,7 @@ def main() -> None:
         rate = statistics.median(rates)
         floor = flops / (rate * 1e9) * 1000
         base = statistics.median(ms["baseline"])
-        for side, _, compiled in sorted(sides, key=lambda s: s[0] != "baseline"):
+        for side, _, compiled, _ in sorted(sides, key=lambda s: s[0] != "baseline"):
             median = statistics.median(ms[side])
             spent = ", ".join(f"{c:.1f}" for c in compile_s) if compiled else ""
             print(

@@ -11,10 +11,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from nanogpt_cli.config import options_reference  # noqa: E402
+from nanogpt_cli.cli.reference import options_reference  # noqa: E402
 
 DOC = HERE / "configuration.md"
-BEGIN = "<!-- options reference: written by docs/update_options.py from nanogpt_cli/config.py -->"
+BEGIN = "<!-- options reference: written by docs/update_options.py from nanogpt_cli/config -->"
 END = "<!-- end of options reference -->"
 
 

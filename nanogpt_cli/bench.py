@@ -21,21 +21,14 @@ from typing import Any
 
 import torch
 
-from . import cpu_matmul
 from .config import TrainConfig
 from .data.dataset import open_dataset
 from .data.loader import BatchLoader
 from .errors import ConfigError, DatasetError
 from .log import get_logger, progress
 from .model import GPT
-from .train.device import (
-    peak_flops,
-    resolve_device,
-    resolve_dtype,
-    setup_backends,
-    use_compile,
-)
-from .train.optim import build_optimizer
+from .runtime import peak_flops, resolve_device, resolve_dtype
+from .train.setup import build_step, start_device, train_batches
 from .train.step import TrainStep
 
 logger = get_logger(__name__)
@@ -84,6 +77,7 @@ class TrainBench:
     batch_size: int
     block_size: int
     grad_accum: int
+    kernels: list[str]
     tokens_per_step: int
     flops_per_step: float
     step_ms: Spread
@@ -119,14 +113,16 @@ def matmul_tflops(
     """The rate of one large square matrix multiply on ``device`` in ``dtype`` (TFLOP/s):
     what this machine's matrix units reach, the reference for a compute-bound step. The
     best of ``repeats`` runs: interference only ever slows a run down. On a CPU in float32
-    both the BLAS and oneDNN are timed and the faster counts (``cpu_matmul``: on AMD
-    processors oneDNN reaches about twice MKL's rate)."""
+    both the BLAS and oneDNN are timed and the faster counts (on some
+    processors oneDNN can be the faster one: ``kernels.onednn``)."""
     size = size or (2048 if device.type == "cpu" else 8192)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     products: list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = [torch.mm]
-    if device.type == "cpu" and dtype == torch.float32 and cpu_matmul.onednn_available():
-        products.append(cpu_matmul.onednn_mm)
+    if device.type == "cpu" and dtype == torch.float32 and _onednn_works():
+        from .kernels.onednn import onednn_mm
+
+        products.append(onednn_mm)
     times = []
     for product in products:
         for i in range(repeats + 2):
@@ -137,6 +133,13 @@ def matmul_tflops(
             if i >= 2:  # the first two warm up the kernels and the allocator
                 times.append(time.perf_counter() - start)
     return 2 * size**3 / min(times) / 1e12
+
+
+def _onednn_works() -> bool:
+    from .kernels import passes_check
+    from .kernels.linear import check_onednn
+
+    return torch.backends.mkldnn.is_available() and passes_check("onednn-linear", check_onednn)
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
@@ -168,35 +171,22 @@ def bench_train(
         raise ConfigError("--steps and --warmup must be at least 1")
     if data not in ("synthetic", "real"):
         raise ConfigError(f"--data {data!r}: use synthetic or real")
-    device = resolve_device(cfg.system.device)
-    dtype = resolve_dtype(cfg.system.dtype, device)
-    setup_backends(device)
-    torch.manual_seed(cfg.system.seed)
+    device, dtype = start_device(cfg)
     batch, block = cfg.data.batch_size, cfg.model.block_size
     fetch, vocab, source, close = _batches(cfg, data, device)
     model_cfg = dataclasses.replace(cfg.model, vocab_size=vocab)
-    model = GPT(model_cfg).to(device)
-    optimizer = build_optimizer(model, cfg.optim)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    step = TrainStep(
-        model,
-        optimizer,
-        scaler,
-        grad_accum=cfg.data.gradient_accumulation_steps,
-        grad_clip=cfg.optim.grad_clip,
-        device=device,
-        dtype=dtype,
-        compile=use_compile(cfg.system.compile, device),
-    )
+    parts = build_step(cfg, GPT(model_cfg), device, dtype)
+    model, step = parts.model, parts.step
     model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    tokens = batch * block * cfg.data.gradient_accumulation_steps
+    tokens = parts.tokens_per_step
     flops = model.flops_per_token(block) * tokens
+    kernels = f", CPU kernels: {', '.join(parts.kernels)}" if parts.kernels else ""
     logger.info(
         f"bench: {model.num_params() / 1e6:.2f}M parameters, {tokens:,} tokens per step "
-        f"({flops / 1e9:,.1f} GFLOP), {device} {str(dtype).removeprefix('torch.')}, "
-        f"{source} data"
+        f"({parts.micro_batches} x {batch} x {block}; {flops / 1e9:,.1f} GFLOP), {device} "
+        f"{str(dtype).removeprefix('torch.')}{kernels}, {source} data"
     )
     times: list[float] = []
     top_ops: list[dict[str, Any]] = []
@@ -230,7 +220,8 @@ def bench_train(
         model={k: getattr(model_cfg, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size")},
         batch_size=batch,
         block_size=block,
-        grad_accum=cfg.data.gradient_accumulation_steps,
+        grad_accum=parts.micro_batches,
+        kernels=parts.kernels,
         tokens_per_step=tokens,
         flops_per_step=flops,
         step_ms=step_ms,
@@ -270,7 +261,7 @@ def _batches(
     batch, block = cfg.data.batch_size, cfg.model.block_size
     if data == "real":
         dataset = open_dataset(cfg.data.dataset, cfg.data.data_dir)
-        loader = BatchLoader(dataset.split_path("train"), block, batch, device, seed=0)
+        loader = train_batches(cfg, dataset.split_path("train"), block, device)
         vocab = cfg.model.vocab_size or dataset.vocab_size
         return loader.next, vocab, dataset.name, loader.close
     vocab = cfg.model.vocab_size or _dataset_vocab(cfg) or SYNTHETIC_VOCAB
@@ -432,12 +423,17 @@ def bench_sample(
 
 
 def random_model(cfg: TrainConfig, device: str = "auto", dtype: str = "auto") -> GPT:
-    """A model of ``cfg``'s shape with random weights, on ``device``, in eval mode; the
-    vocabulary is the config's, else its dataset's (if prepared), else GPT-2's."""
+    """A model of ``cfg``'s shape with random weights, on ``device``, in eval mode, with the
+    CPU kernels of ``cfg.system.cpu_kernels``; the vocabulary is the config's, else its
+    dataset's (if prepared), else GPT-2's."""
+    from .kernels import apply_kernels
+
     dev = resolve_device(device)
     vocab = cfg.model.vocab_size or _dataset_vocab(cfg) or SYNTHETIC_VOCAB
     model = GPT(dataclasses.replace(cfg.model, vocab_size=vocab))
-    return model.to(device=dev, dtype=resolve_dtype(dtype, dev)).eval()
+    model.to(device=dev, dtype=resolve_dtype(dtype, dev)).eval()
+    apply_kernels(model, cfg.system.cpu_kernels)
+    return model
 
 
 # -- the batch loader -------------------------------------------------------------------------

@@ -15,10 +15,17 @@ JSON. Everything goes to stderr; stdout stays clean for generated text and repor
 
 ``progress(label, total)`` is a live rich bar on a terminal; elsewhere (a log file, JSON
 logs) long work is reported by a line every ``every`` seconds instead of a bar.
+
+Importing the library configures no logging. As loguru asks of libraries, nanogpt's records
+are disabled until ``configure_logging`` (which the CLI calls) turns them on with a stderr
+sink of its own; a program using the library calls it too, or routes the records to its
+own sinks with ``loguru.logger.enable("nanogpt_cli")``. The program's sinks are never
+removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -66,9 +73,13 @@ class _Settings:
     format: Format = "text"
     theme = "dark"
     color = False
+    handler: int | None = None  # the loguru sink configure_logging added
 
 
 _settings = _Settings()
+_LOGURU_DEFAULT = 0  # the id of the stderr sink loguru starts with
+PACKAGE = __name__.partition(".")[0]  # every record of nanogpt's comes from this module
+_loguru.disable(PACKAGE)  # until configure_logging: a library is silent unless asked
 
 
 def configure_logging(
@@ -106,11 +117,19 @@ def configure_logging(
         name = "ERROR"  # the other ranks would repeat rank 0's lines
     _settings.level, _settings.format, _settings.theme = name, fmt, theme  # type: ignore[assignment]
     _settings.color = fmt == "text" and theme != "mono" and color_wanted()
-    _loguru.remove()
+    _loguru.enable(PACKAGE)
+    # Replace loguru's own stderr sink and the one set here before; a program's own sinks
+    # stay as they are.
+    for handler in (_LOGURU_DEFAULT, _settings.handler):
+        if handler is not None:
+            with contextlib.suppress(ValueError):  # already removed
+                _loguru.remove(handler)
     if fmt == "json":
-        _loguru.add(_json_sink, level=name, format="{message}", colorize=False)
+        _settings.handler = _loguru.add(_json_sink, level=name, format="{message}", colorize=False)
     else:
-        _loguru.add(_Stderr(), level=name, format=_text_format, colorize=_settings.color)
+        _settings.handler = _loguru.add(
+            _Stderr(), level=name, format=_text_format, colorize=_settings.color
+        )
 
 
 def get_logger(name: str) -> Logger:
@@ -458,14 +477,3 @@ def progress(
             yield _Bar(display, display.add_task(label, total=total, status="", unit=unit))
         finally:
             _live = None
-
-
-def _configure_default() -> None:
-    # Library use (no CLI) logs as the CLI does; a bad LOG_LEVEL is reported by the CLI.
-    try:
-        configure_logging()
-    except ConfigError:
-        configure_logging(level="INFO", json_lines=False)
-
-
-_configure_default()

@@ -9,9 +9,12 @@ condition on exactly the same window, so they produce the same tokens; ``window_
 is nanoGPT's window (always the last ``block_size`` tokens), which re-reads the whole window
 for every token once the text is longer than the block.
 
-With ``compile``, each new token runs ``GPT.decode``, a step whose shapes never change,
-compiled once per model and batch size; on CUDA it is captured as a CUDA graph
-("reduce-overhead"), which removes the launch overhead of a step's ~100 small kernels.
+The cache is ``KVCache``: preallocated keys and values that the model's attention layers
+read and extend through the small ``model.LayerCache`` protocol. With ``compile``, each new
+token runs ``decode_step``, a step whose shapes never change (attention covers the whole
+cache, later positions masked), compiled once per model and batch size; on CUDA it is
+captured as a CUDA graph ("reduce-overhead"), which removes the launch overhead of a
+step's many small kernels.
 """
 
 from __future__ import annotations
@@ -27,10 +30,119 @@ from .checkpoint import model_from_checkpoint, read_pretrained
 from .data.tokenizer import Tokenizer, tokenizer_from_dict
 from .errors import ConfigError, first_line
 from .log import get_logger
-from .model import GPT, KVCache
-from .train.device import resolve_device, resolve_dtype
+from .model import GPT
+from .runtime import resolve_device, resolve_dtype
 
 logger = get_logger(__name__)
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated for ``max_len`` positions.
+
+    ``append`` runs the model on new tokens that continue the cached sequence; each new
+    position is written in place, so no tensor is re-allocated per token.
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_head: int,
+        max_len: int,
+        head_dim: int,
+        device: torch.device | str,
+        dtype: torch.dtype,
+    ) -> None:
+        shape = (n_layer, batch_size, n_head, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+        self.length = 0  # positions filled in every layer
+
+    @classmethod
+    def for_model(cls, model: GPT, batch_size: int, max_len: int | None = None) -> KVCache:
+        cfg = model.config
+        param = model.lm_head.weight
+        return cls(
+            cfg.n_layer,
+            batch_size,
+            cfg.n_head,
+            max_len or cfg.block_size,
+            cfg.n_embd // cfg.n_head,
+            param.device,
+            param.dtype,
+        )
+
+    def reset(self) -> None:
+        self.length = 0
+
+    def append(self, model: GPT, idx: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``model``'s logits for ``idx`` (B, T), the tokens after the cached ones, whose
+        keys and values join the cache."""
+        start, T = self.length, idx.size(1)
+        if start + T > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; cannot add {T} to {start}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        layers = [_Appended(self, i, start) for i in range(self.k.size(0))]
+        logits, _ = model(idx, pos=pos, cache=layers, last_only=last_only)
+        self.length += T
+        assert logits is not None
+        return logits
+
+
+class _Appended:
+    """Layer ``layer``'s cache for ``KVCache.append``: new positions are written from
+    ``start``."""
+
+    def __init__(self, cache: KVCache, layer: int, start: int) -> None:
+        self.cache, self.layer, self.start = cache, layer, start
+
+    def update(
+        self, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        start, T = self.start, k.size(2)
+        end = start + T
+        self.cache.k[self.layer, :, :, start:end] = k
+        self.cache.v[self.layer, :, :, start:end] = v
+        mask = None
+        if start > 0 and T > 1:
+            # A chunk appended to a filled cache: position i of the chunk sees the whole
+            # cache and the chunk up to i.
+            mask = torch.ones(T, end, dtype=torch.bool, device=k.device).tril(diagonal=start)
+        return self.cache.k[self.layer, :, :, :end], self.cache.v[self.layer, :, :, :end], mask
+
+
+class _Static:
+    """One layer's cache for ``decode_step``: the new key and value are written at ``pos``
+    (a one-element tensor) and attention covers the whole cache, later positions masked."""
+
+    def __init__(
+        self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor
+    ) -> None:
+        self.k, self.v, self.pos, self.mask = k, v, pos, mask
+
+    def update(
+        self, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        self.k.index_copy_(2, self.pos, k)
+        self.v.index_copy_(2, self.pos, v)
+        return self.k, self.v, self.mask
+
+
+def decode_step(
+    model: GPT, idx: torch.Tensor, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """Logits (B, vocab) of one new token per row, ``idx`` (B, 1), at position ``pos``
+    (a one-element long tensor), with the keys and values of ``KVCache.k`` / ``.v``.
+
+    Every shape is the same from one token to the next, so this compiles once, and on CUDA
+    runs as one CUDA graph per token. The caller advances the cache.
+    """
+    mask = (torch.arange(k.size(3), device=idx.device) <= pos).view(1, 1, 1, -1)
+    layers = [_Static(k[i], v[i], pos, mask) for i in range(k.size(0))]
+    logits, _ = model(idx, pos=pos, cache=layers)
+    assert logits is not None
+    return logits[:, -1, :]
 
 
 def window_start(length: int, block_size: int, stride: int) -> int:
@@ -111,7 +223,7 @@ _DECODERS: weakref.WeakKeyDictionary[GPT, dict[int, Decoder]] = weakref.WeakKeyD
 
 
 class Decoder:
-    """``model.decode`` compiled for one batch size, with the KV cache it writes.
+    """``decode_step`` compiled for one model and batch size, with the KV cache it writes.
 
     Kept per model and batch size, so generating again reuses the compiled step (and on
     CUDA the captured graph, whose cache tensors must keep their addresses). So one
@@ -126,10 +238,16 @@ class Decoder:
             # The cache is written in place inside the graph: its memory must not move.
             torch._dynamo.mark_static_address(self.cache.k)
             torch._dynamo.mark_static_address(self.cache.v)
-        self.model = model
         self.ran = False  # compilation happens on the first call, and can fail there
+
+        def step(
+            idx: torch.Tensor, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+        ) -> torch.Tensor:
+            return decode_step(model, idx, pos, k, v)
+
+        self.eager = step
         self.step: Callable[..., torch.Tensor] = torch.compile(
-            model.decode,
+            step,
             backend=COMPILE_BACKEND,
             mode="reduce-overhead" if cuda and COMPILE_BACKEND == "inductor" else None,
             fullgraph=True,
@@ -146,8 +264,10 @@ class Decoder:
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, vocab) for ``idx`` (B, 1), the next position of the cache."""
         cache = self.cache
+        if cache.length >= cache.max_len:
+            raise ValueError(f"KV cache holds {cache.max_len} positions; cannot add 1 more")
         idx = idx.clone(memory_format=torch.contiguous_format)  # strides fixed, no recompile
-        pos = torch.tensor([cache.begin(1)], dtype=torch.long, device=idx.device)
+        pos = torch.tensor([cache.length], dtype=torch.long, device=idx.device)
         try:
             logits = self.step(idx, pos, cache.k, cache.v)
         except Exception as e:
@@ -156,10 +276,10 @@ class Decoder:
             logger.warning(
                 f"compiling the decode step failed, decoding without it: {first_line(e)}"
             )
-            self.step = self.model.decode
+            self.step = self.eager
             logits = self.step(idx, pos, cache.k, cache.v)
         self.ran = True
-        cache.commit()
+        cache.length += 1
         return logits
 
 
@@ -191,11 +311,11 @@ def _generate(
             # New window (or the first step): refill the cache from the window's tokens.
             cache.reset()
             cache_start = start
-            logits, _ = model(tokens[:, start:], cache=cache, last_only=True)
+            logits = cache.append(model, tokens[:, start:], last_only=True)
         elif decoder is not None:
             logits = decoder(tokens[:, -1:])[:, None]
         else:
-            logits, _ = model(tokens[:, -1:], cache=cache)
+            logits = cache.append(model, tokens[:, -1:])
         token = next_token(logits[:, -1, :vocab_size], temperature, top_k, generator)  # (B,)
         tokens = torch.cat([tokens, token[:, None]], dim=1)
         yield token
@@ -216,14 +336,20 @@ class Sampler:
         device: str = "auto",
         dtype: str = "auto",
         meta: str | Path | None = None,
+        cpu_kernels: str | None = None,
     ) -> Sampler:
         """Load any checkpoint format, or a GPT-2 size by name (``gpt2`` ... ``gpt2-xl``);
-        ``meta`` is a nanoGPT ``meta.pkl`` vocabulary."""
+        ``meta`` is a nanoGPT ``meta.pkl`` vocabulary. ``cpu_kernels`` is the mode of
+        ``kernels.apply_kernels`` (None: ``$NANOGPT_CPU_KERNELS``, else auto)."""
+        from .kernels import apply_kernels, kernel_mode
+
+        mode = kernel_mode(cpu_kernels)  # checked before the weights are read
         ckpt = read_pretrained(path, meta=meta)
         tokenizer = tokenizer_from_dict(ckpt.tokenizer)
         dev = resolve_device(device)
         model = model_from_checkpoint(ckpt)
         model.to(device=dev, dtype=resolve_dtype(dtype, dev))
+        apply_kernels(model, mode)
         return cls(model=model, tokenizer=tokenizer, device=dev)
 
     def stream(

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Every CPU kernel on, whatever this machine measures (auto would time them here, once per
+# machine): the suite is deterministic, and exercises the kernels. NANOGPT_CPU_KERNELS=off
+# runs it on the reference ops instead.
+os.environ.setdefault("NANOGPT_CPU_KERNELS", "on")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TINYSHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
@@ -59,6 +65,15 @@ def make_text(n_lines: int = 400, seed: int = 0) -> str:
         lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) + ".")
         lines.append("")
     return "\n".join(lines)
+
+
+@pytest.fixture(autouse=True)
+def nanogpt_logging() -> None:
+    """Every test starts with nanogpt's logging as a command sets it up (the library alone
+    logs nothing until asked), whatever the tests before it did."""
+    from nanogpt_cli.log import configure_logging
+
+    configure_logging()
 
 
 @pytest.fixture

@@ -1,27 +1,46 @@
-"""nanogpt bench: the training step, generation and the loader, timed on the CPU with a
-tiny model; the numbers it derives (FLOPs, MFU, floor) follow from what it measured."""
+"""nanogpt bench: the training step, generation and the loader, run on the CPU with a tiny
+model under a fake clock (every reading a tick after the one before), so the numbers it
+derives (FLOPs, MFU, floor, rates) are checked exactly and never depend on the machine."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 from conftest import TINY, as_flags
 
+import nanogpt_cli.bench as bench_module
 from nanogpt_cli.bench import Spread, bench_data, bench_sample, bench_train, random_model
 from nanogpt_cli.cli.app import main
 from nanogpt_cli.config import build_config
 from nanogpt_cli.errors import ConfigError
-from nanogpt_cli.train.device import peak_flops
+from nanogpt_cli.runtime import peak_flops
 
 BENCH = {k: v for k, v in TINY.items() if k not in ("max_iters", "lr_decay_iters")}
 
 
+TICK = 1 / 64  # seconds between two readings of the fake clock (exact in binary)
+MS = TICK * 1000
+
+
 def tiny_config(**overrides: Any) -> Any:
     return build_config("shakespeare-char", overrides={**BENCH, **overrides})
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench's clock advances by TICK at every reading, whatever the work in between."""
+    now = [0.0]
+
+    def perf_counter() -> float:
+        now[0] += TICK
+        return now[0]
+
+    monkeypatch.setattr(bench_module, "time", SimpleNamespace(perf_counter=perf_counter))
 
 
 def test_spread_summarises_measurements() -> None:
@@ -30,17 +49,17 @@ def test_spread_summarises_measurements() -> None:
     assert Spread.of([7.0]).p75 == 7.0
 
 
-def test_train_step_numbers_follow_from_the_measurement(data_dir: Path) -> None:
+def test_train_step_numbers_follow_from_the_measurement(data_dir: Path, clock: None) -> None:
     cfg = tiny_config(vocab_size=64)
     r = bench_train(cfg, steps=4, warmup=1, peak_tflops=0.5)
-    assert r.step_ms.n == 4 and 0 < r.step_ms.min <= r.step_ms.median <= r.step_ms.max
+    assert r.step_ms == Spread(median=MS, min=MS, max=MS, p25=MS, p75=MS, n=4)
     assert r.tokens_per_step == 8 * 16 and r.model["vocab_size"] == 64
-    assert r.tokens_per_s == pytest.approx(r.tokens_per_step / (r.step_ms.median / 1000))
-    assert r.mfu == pytest.approx(r.flops_per_step / (r.step_ms.median / 1000) / 0.5e12)
+    assert r.tokens_per_s == pytest.approx(r.tokens_per_step / TICK)
+    assert r.mfu == pytest.approx(r.flops_per_step / TICK / 0.5e12)
     assert r.peak_source == "--peak-tflops"
-    assert r.matmul_tflops is not None and r.matmul_tflops > 0
+    assert r.matmul_tflops == pytest.approx(2 * 2048**3 / TICK / 1e12)  # one product a tick
     assert r.floor_ms == pytest.approx(r.flops_per_step / (r.matmul_tflops * 1e12) * 1000)
-    assert r.vs_floor == pytest.approx(r.step_ms.median / r.floor_ms)
+    assert r.vs_floor == pytest.approx(MS / r.floor_ms)
     assert r.compile_s is None and not r.compiled and r.data == "synthetic"
     assert r.peak_memory_mb > 0 and r.memory_kind.startswith("peak RSS")
 
@@ -97,21 +116,42 @@ def test_the_gpu_peak_table_knows_hopper(monkeypatch: pytest.MonkeyPatch) -> Non
     assert peak_flops(cuda, torch.bfloat16) is None
 
 
-def test_generation_bench(data_dir: Path) -> None:
+def test_generation_bench(data_dir: Path, clock: None) -> None:
+    """A run reads the clock at its start, at the first token and at its end: one tick to
+    the first token, one for the other 23 of each of the 2 rows."""
     model = random_model(tiny_config())
     cached = bench_sample(model, batch_size=2, new_tokens=24, repeats=2)
-    assert cached.first_token_ms.n == 2 and cached.first_token_ms.median > 0
-    assert cached.decode_tokens_per_s.median > 0 and cached.kv_cache
-    total = cached.total_tokens_per_s.median
-    assert total == pytest.approx(2 * 24 / cached.seconds.median, rel=0.5)
+    assert cached.first_token_ms == Spread.of([MS, MS]) and cached.kv_cache
+    assert cached.decode_tokens_per_s.median == pytest.approx(2 * 23 / TICK)
+    assert cached.total_tokens_per_s.median == pytest.approx(2 * 24 / (2 * TICK))
+    assert cached.seconds.median == pytest.approx(2 * TICK)
     uncached = bench_sample(model, batch_size=2, new_tokens=24, repeats=1, use_cache=False)
     assert not uncached.kv_cache and uncached.new_tokens == 24
 
 
-def test_loader_bench(data_dir: Path) -> None:
+def test_loader_bench(data_dir: Path, clock: None) -> None:
     r = bench_data(tiny_config(), batches=50, repeats=2)
-    assert r.batches_per_s.n == 2 and r.batches_per_s.median > 0
-    assert r.tokens_per_s == pytest.approx(r.batches_per_s.median * 8 * 16)
+    assert r.batches_per_s == Spread.of([50 / TICK, 50 / TICK])
+    assert r.tokens_per_s == pytest.approx(50 / TICK * 8 * 16)
+
+
+def test_total_batch_tokens_sets_the_micro_batches_measured(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--total-batch-tokens is what the step runs: 3 micro-batches of 8 x 16 tokens."""
+    from nanogpt_cli.model import GPT
+
+    forwards: list[int] = []
+    forward = GPT.forward
+    monkeypatch.setattr(GPT, "forward", lambda *a, **k: forwards.append(1) or forward(*a, **k))
+    r = bench_train(
+        tiny_config(total_batch_tokens=3 * 8 * 16), steps=2, warmup=1, measure_floor=False
+    )
+    assert (r.grad_accum, r.tokens_per_step) == (3, 3 * 8 * 16)
+    assert len(forwards) == 3 * (1 + 2)
+    flags = [*as_flags(BENCH), "--total-batch-tokens", "384"]
+    code, out, _ = run(["bench", *flags, "--steps", "1", "--warmup", "1", "--json"], capsys)
+    assert code == 0 and json.loads(out)["grad_accum"] == 3
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -156,7 +156,7 @@ def test_model_only_training_cannot_resume(data_root: Path, tmp_path: Path) -> N
 
 def test_save_format_shortcuts_conflict(data_root: Path, tmp_path: Path) -> None:
     cfg = build_config(None, overrides={"save_separate_optimizer": True})
-    assert cfg.eval.save_format == "separated"
+    assert cfg.run.save_format == "separated"
     with pytest.raises(ConfigError, match="--save-model-only conflicts with --save-format unified"):
         build_config(None, overrides={"save_format": "unified", "save_model_only": True})
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import nanogpt_cli
 from nanogpt_cli.cli.app import app, main
-from nanogpt_cli.config import TrainConfig, option_specs
+from nanogpt_cli.config import GROUP_TITLES, TrainConfig, option_specs
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "250", "NO_COLOR": "1"}
@@ -137,7 +137,7 @@ def test_train_help_lists_every_option_with_type_and_default() -> None:
         # a type: a metavar, a list of choices, or a boolean switch's --no- form
         types = ("<int>", "<float>", "<str>", "|", "--no-" + spec.flag[2:])
         assert any(t in line for t in types), spec.flag
-    for title in ("Model", "Data", "Optimizer and schedule", "Evaluation and I/O", "System"):
+    for title in GROUP_TITLES.values():
         assert f"─ {title} " in result.stdout
     # The shown defaults are those of the default preset.
     assert (
@@ -154,7 +154,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[TrainConfig]:
 
     def fake_train(cfg: TrainConfig) -> TrainResult:
         seen.append(cfg)
-        return TrainResult(Path(cfg.eval.out_dir), 0, float("inf"), None, None, False, 0.0)
+        return TrainResult(Path(cfg.run.out_dir), 0, float("inf"), None, None, False, 0.0)
 
     monkeypatch.setattr("nanogpt_cli.train.train", fake_train)
     return seen

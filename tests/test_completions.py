@@ -148,7 +148,7 @@ def test_checkpoint_names_match_the_checkpoint_package() -> None:
         METRICS_FILE,
     )
     from nanogpt_cli.data.dataset import META_FILE
-    from nanogpt_cli.train.metrics import METRICS_FILE as WRITTEN
+    from nanogpt_cli.metrics import METRICS_FILE as WRITTEN
 
     assert set(CHECKPOINT_FILES) == {CONFIG_FILE, MODEL_FILE, UNIFIED_FILE, HF_CONFIG}
     assert CHECKPOINT_SUFFIXES == UNIFIED_SUFFIXES

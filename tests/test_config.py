@@ -84,7 +84,8 @@ def test_precedence_defaults_preset_file_flags(tmp_path: Path) -> None:
     assert cfg.optim.weight_decay == 0.1  # untouched default
 
 
-def test_no_preset_means_plain_defaults() -> None:
+def test_no_preset_means_plain_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NANOGPT_CPU_KERNELS", raising=False)
     assert build_config(None) == TrainConfig()
 
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
+from nanogpt_cli import runtime as dev
 from nanogpt_cli.errors import DeviceError
-from nanogpt_cli.train import device as dev
 
 CUDA = torch.device("cuda")
 
@@ -70,7 +70,7 @@ import resource
 import torch
 from nanogpt_cli.config import ModelConfig
 from nanogpt_cli.model import GPT
-from nanogpt_cli.train.device import keep_freed_memory
+from nanogpt_cli.runtime import keep_freed_memory
 print(keep_freed_memory())
 torch.manual_seed(0)
 # a vocabulary of 16384 makes the loss head's buffers 32 MiB, past every mmap threshold

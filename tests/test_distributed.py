@@ -21,10 +21,10 @@ from nanogpt_cli.checkpoint import MODEL_FILE, read_checkpoint
 from nanogpt_cli.config import build_config
 from nanogpt_cli.data.loader import BatchLoader, RankBatches
 from nanogpt_cli.errors import ConfigError
+from nanogpt_cli.evaluate import _share
+from nanogpt_cli.metrics import read_metrics
 from nanogpt_cli.train import train
 from nanogpt_cli.train.distributed import _by_index, _by_name
-from nanogpt_cli.train.evaluate import _share
-from nanogpt_cli.train.metrics import read_metrics
 
 # 20 steps of 4 micro-batches (2 per process), evaluated and saved every 10.
 RUN = {**TINY, "gradient_accumulation_steps": 4, "max_iters": 20, "eval_interval": 10}
@@ -91,11 +91,11 @@ def test_two_fsdp_processes_equal_one_with_the_same_global_batch(runs: dict[str,
 def test_fsdp_with_the_cpu_loss_head_equals_one_process(
     runs: dict[str, Path], tmp_path: Path
 ) -> None:
-    """A vocabulary padded to 8192 takes the fused CPU loss head (model.linear_cross_entropy)
-    in every process; sharded, it still equals one process."""
-    from nanogpt_cli.model import FUSED_LOSS_MIN_VOCAB
+    """A vocabulary padded to 8192 takes the fused CPU loss head (kernels.loss_head) in
+    every process; sharded, it still equals one process."""
+    from nanogpt_cli.kernels.loss_head import MIN_VOCAB
 
-    options = {**runs["options"], "vocab_size": 2 * FUSED_LOSS_MIN_VOCAB, "max_iters": 10}  # type: ignore[dict-item]
+    options = {**runs["options"], "vocab_size": 2 * MIN_VOCAB, "max_iters": 10}  # type: ignore[dict-item]
     one = run(options, tmp_path / "one")
     fsdp = run(options, tmp_path / "fsdp", nproc_per_node=2, strategy="fsdp")
     assert_same_run(one, fsdp)
@@ -133,7 +133,7 @@ def test_a_global_batch_that_does_not_divide_is_refused_before_starting(
 
 
 def test_total_batch_tokens_sets_the_accumulation(tiny_options: dict[str, Any]) -> None:
-    from nanogpt_cli.config import micro_batches_per_step
+    from nanogpt_cli.train.setup import micro_batches_per_step
 
     cfg = build_config("shakespeare-char", overrides={**tiny_options, "total_batch_tokens": 512})
     assert micro_batches_per_step(cfg) == 512 // (8 * 16)

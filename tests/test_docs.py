@@ -27,7 +27,8 @@ def test_configuration_reference_is_generated_from_the_dataclasses() -> None:
 
 
 def test_reference_lists_every_option() -> None:
-    from nanogpt_cli.config import option_specs, options_reference
+    from nanogpt_cli.cli.reference import options_reference
+    from nanogpt_cli.config import option_specs
 
     reference = options_reference()
     for spec in option_specs():

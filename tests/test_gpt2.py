@@ -15,8 +15,8 @@ from nanogpt_cli.checkpoint import GPT2_MODELS, model_from_checkpoint, read_pret
 from nanogpt_cli.cli.app import main
 from nanogpt_cli.data.prepare import prepare_shakespeare, prepare_shakespeare_char
 from nanogpt_cli.errors import DatasetError
+from nanogpt_cli.evaluate import evaluate
 from nanogpt_cli.train import resolve_config, train
-from nanogpt_cli.train.evaluate import evaluate
 
 TINY_GPT2 = dict(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=50257)
 
@@ -130,9 +130,9 @@ def test_finetune_help_shows_nanogpts_finetune_defaults(
     assert code == 0 and "finetune-gpt2" in out
     assert (cfg.data.batch_size, cfg.data.gradient_accumulation_steps) == (1, 32)
     assert (cfg.optim.learning_rate, cfg.optim.decay_lr, cfg.optim.max_iters) == (3e-5, False, 20)
-    assert (cfg.eval.eval_interval, cfg.eval.always_save_checkpoint) == (5, False)
-    assert cfg.eval.init_from == "gpt2" and cfg.data.dataset == "shakespeare"
-    assert resolve_config("finetune-gpt2-xl", None, {}).eval.init_from == "gpt2-xl"
+    assert (cfg.eval.eval_interval, cfg.run.always_save_checkpoint) == (5, False)
+    assert cfg.run.init_from == "gpt2" and cfg.data.dataset == "shakespeare"
+    assert resolve_config("finetune-gpt2-xl", None, {}).run.init_from == "gpt2-xl"
 
 
 def test_a_dataset_of_another_tokenizer_is_refused(

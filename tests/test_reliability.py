@@ -24,9 +24,9 @@ from nanogpt_cli.checkpoint import MODEL_FILE, read_checkpoint
 from nanogpt_cli.cli.app import _expand_bare_flags
 from nanogpt_cli.config import build_config
 from nanogpt_cli.errors import CheckpointError, TrainingError
+from nanogpt_cli.metrics import read_metrics
 from nanogpt_cli.model import GPT
 from nanogpt_cli.train import resolve_config, train
-from nanogpt_cli.train.metrics import read_metrics
 from nanogpt_cli.train.signals import StopRequests
 
 
@@ -123,7 +123,13 @@ def test_sigkill_at_random_moments_always_leaves_a_checkpoint_to_resume(
         child = context.Process(target=train_in_child, args=(options,))
         child.start()
         deadline = time.monotonic() + 60
-        while (len(read_metrics(metrics)) if metrics.exists() else 0) <= logged + 1:
+
+        # Two new records; and the first run must have saved once, however slow the machine,
+        # since every later run is to resume a checkpoint: it saves at iteration 2, then logs
+        # iteration 3 (the checkpoint itself is not read while it may be being written).
+        while len(new := read_metrics(metrics) if metrics.exists() else []) <= logged + 1 or (
+            before is None and not any(r["kind"] == "train" and r["iter"] >= 3 for r in new)
+        ):
             assert child.is_alive() and time.monotonic() < deadline, "training did not start"
             time.sleep(0.01)
         time.sleep(rng.uniform(0.0, 0.3))
@@ -233,8 +239,8 @@ def test_resume_flag_takes_an_optional_value() -> None:
     assert _expand_bare_flags(["train", "--resume", "auto"]) == ["train", "--resume", "auto"]
     assert _expand_bare_flags(["train", "--no-resume"]) == ["train", "--resume", "no"]
     assert _expand_bare_flags(["train", "--resume=auto"]) == ["train", "--resume=auto"]
-    assert build_config(overrides={"resume": True}).eval.resume == "yes"
-    assert json.dumps(build_config(overrides={"resume": False}).eval.resume) == '"no"'
+    assert build_config(overrides={"resume": True}).run.resume == "yes"
+    assert json.dumps(build_config(overrides={"resume": False}).run.resume) == '"no"'
 
 
 def test_non_finite_weights_are_never_saved(tiny_options: dict[str, Any]) -> None:

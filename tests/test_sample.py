@@ -6,10 +6,11 @@ import pytest
 import torch
 from conftest import TINY, make_text
 
-from nanogpt_cli.config import build_config
+from nanogpt_cli.config import ModelConfig, build_config
 from nanogpt_cli.data.prepare import prepare_shakespeare_char
 from nanogpt_cli.errors import ConfigError
-from nanogpt_cli.sample import Sampler, generate, window_start
+from nanogpt_cli.model import GPT
+from nanogpt_cli.sample import KVCache, Sampler, decode_step, generate, window_start
 from nanogpt_cli.train import train
 
 
@@ -109,22 +110,46 @@ def test_padded_vocabulary_never_samples_beyond_the_tokenizer(tmp_path: Path) ->
     assert int(tokens.max()) < sampler.tokenizer.vocab_size
 
 
-def test_fixed_shape_decode_step_equals_the_cached_forward(checkpoint: Path) -> None:
-    """GPT.decode (attention over the whole cache, later positions masked) gives the logits
-    of the usual cached forward pass, position after position."""
-    from nanogpt_cli.model import KVCache
+def tiny_model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50)).eval()
 
+
+def test_kv_cache_logits_equal_full_forward() -> None:
+    model = tiny_model()
+    idx = torch.randint(0, 50, (2, 12))
+    full, _ = model(idx)
+    cache = KVCache.for_model(model, batch_size=2)
+    steps = [cache.append(model, idx[:, :5])]  # prefill
+    steps.append(cache.append(model, idx[:, 5:9]))  # a chunk on a filled cache
+    steps += [cache.append(model, idx[:, t : t + 1]) for t in range(9, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache.length == 12
+
+
+def test_kv_cache_refuses_to_overflow() -> None:
+    model = tiny_model()
+    cache = KVCache.for_model(model, batch_size=1)
+    cache.append(model, torch.randint(0, 50, (1, 16)))
+    with pytest.raises(ValueError, match="KV cache holds 16 positions"):
+        cache.append(model, torch.randint(0, 50, (1, 1)))
+    assert cache.length == 16
+
+
+def test_fixed_shape_decode_step_equals_the_cached_forward(checkpoint: Path) -> None:
+    """decode_step (attention over the whole cache, later positions masked) gives the
+    logits of the usual cached forward pass, position after position."""
     model = Sampler.from_checkpoint(checkpoint, device="cpu").model
     idx = torch.randint(0, model.config.vocab_size, (2, 12))
     with torch.inference_mode():
         ref_cache, cache = KVCache.for_model(model, 2), KVCache.for_model(model, 2)
-        model(idx[:, :4], cache=ref_cache)
-        model(idx[:, :4], cache=cache)
+        ref_cache.append(model, idx[:, :4])
+        cache.append(model, idx[:, :4])
         for t in range(4, 12):
-            ref, _ = model(idx[:, t : t + 1], cache=ref_cache)
-            pos = torch.tensor([cache.begin(1)])
-            logits = model.decode(idx[:, t : t + 1], pos, cache.k, cache.v)
-            cache.commit()
+            ref = ref_cache.append(model, idx[:, t : t + 1])
+            pos = torch.tensor([cache.length])
+            logits = decode_step(model, idx[:, t : t + 1], pos, cache.k, cache.v)
+            cache.length += 1
             torch.testing.assert_close(logits, ref[:, -1], rtol=1e-5, atol=1e-5)
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from nanogpt_cli.config import build_config
 from nanogpt_cli.errors import ConfigError
+from nanogpt_cli.metrics import read_metrics
 from nanogpt_cli.train import train
-from nanogpt_cli.train.metrics import read_metrics
 
 
 def run(options: dict[str, Any], **overrides: Any) -> Any:

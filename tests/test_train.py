@@ -16,8 +16,8 @@ from nanogpt_cli.checkpoint import (
 )
 from nanogpt_cli.config import build_config
 from nanogpt_cli.errors import CheckpointError, ConfigError, DatasetError
+from nanogpt_cli.metrics import read_metrics
 from nanogpt_cli.train import train
-from nanogpt_cli.train.metrics import read_metrics
 from nanogpt_cli.train.optim import learning_rate
 
 
@@ -323,3 +323,24 @@ def test_compile_failure_falls_back_to_eager(
     monkeypatch.setattr(torch, "compile", broken_compile)
     result = run(tiny_options, compile=True, max_iters=4, eval_interval=2)
     assert result.iter_num == 4 and result.saved
+
+
+def test_total_batch_tokens_is_the_step_the_run_takes_and_logs(
+    tiny_options: dict[str, Any],
+) -> None:
+    """--total-batch-tokens sets the micro-batches a step runs (one derivation, shared with
+    nanogpt bench), and the start-up lines say so."""
+    from loguru import logger
+
+    lines: list[str] = []
+    logger.enable("nanogpt_cli")
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
+    try:
+        run(tiny_options, max_iters=2, total_batch_tokens=3 * 8 * 16)
+    finally:
+        logger.remove(sink)
+        logger.disable("nanogpt_cli")
+    records = read_metrics(Path(tiny_options["out_dir"]) / "metrics.jsonl")
+    assert [r["tokens"] for r in records if r["kind"] == "eval"][-1] == 2 * 3 * 8 * 16
+    assert any("384 tokens per step" in line for line in lines)
+    assert any("3 micro-batches of 8 per step" in line for line in lines)

@@ -1,4 +1,5 @@
-"""What every checkpoint format holds, in memory: ``Checkpoint`` and ``TrainState``.
+"""What every checkpoint format holds, in memory: ``Checkpoint`` (with the run's
+``state.TrainState``).
 
 Weights are kept under the model's own parameter names (nanoGPT's, see ``model.py``), with
 the tied output layer ``lm_head.weight`` present and sharing its tensor with
@@ -8,7 +9,6 @@ reader and writer translate between that and its files.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
+from ..state import TrainState
 
 UNIFIED = "unified"
 SEPARATED = "separated"
@@ -31,16 +32,6 @@ COMPILED_PREFIX = "_orig_mod."
 # Causal-mask buffers that some writers (nanoGPT without flash attention, older
 # transformers) store with the weights; they are not weights and the model rebuilds them.
 _MASK_SUFFIXES = (".attn.bias", ".attn.masked_bias")
-
-
-@dataclass
-class TrainState:
-    """Where training stands: enough to continue as if it had never stopped."""
-
-    iter_num: int = 0
-    best_val_loss: float = math.inf
-    tokens_seen: int = 0
-    rng: dict[str, Any] = field(default_factory=dict)
 
 
 Loader = Callable[[], dict[str, Any]]

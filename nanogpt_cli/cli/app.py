@@ -7,6 +7,7 @@ import gc
 import importlib
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
@@ -196,9 +197,12 @@ def _expand_bare_flags(args: list[str]) -> list[str]:
     ``--no-resume`` ``--resume no`` (Click options cannot have optional values)."""
     if not any(arg.startswith("--") for arg in args if arg not in ("--help", "--version")):
         return args
-    from ..config import bare_flags
+    from ..config import SPECS
 
-    flags = bare_flags()
+    # flag -> (its value when given bare, the choices)
+    flags = {
+        s.flag: (s.bare, typing.get_args(s.base_type)) for s in SPECS.values() if s.bare is not None
+    }
     out: list[str] = []
     for i, arg in enumerate(args):
         flag = arg.replace("_", "-")
@@ -220,8 +224,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ``argv`` None means the process's own arguments: then this is the process's entry
     point (``nanogpt``, ``python -m nanogpt_cli``), and on the way out every object still
     alive is exempted from the interpreter's final garbage collection (``gc.freeze``). That
-    pass walks all of torch's objects, which takes about 1 s of a training run's exit on
-    a small CPU; files and handlers are closed before this point.
+    pass walks all of torch's objects, a noticeable wait at the end of a short run on a
+    small CPU; files and handlers are closed before this point.
     """
     if argv is not None:
         _main(argv)
@@ -249,8 +253,8 @@ def _exit_now(ending: BaseException) -> None:
     c10d's worker threads (gloo) release a finished collective's tensors after the caller
     has moved on; if that happens while the interpreter finalizes, Python ends the thread
     mid-release and the process aborts ("terminate called without an active exception").
-    It hit rank 1 of a 2-process FSDP run on gloo in about 1 run in 20 (the rank that has
-    nothing to write after the final save). The run's files are closed by then (the
+    It hit rank 1 of 2-process FSDP runs on gloo now and then (the rank that has nothing
+    to write after the final save). The run's files are closed by then (the
     trainer closes them whatever happens); the streams are flushed here.
     """
     if isinstance(ending, SystemExit):

@@ -12,6 +12,7 @@ import typer
 from .complete import complete_checkpoint, complete_dataset, complete_init_from
 from .options import (
     ConfigFile,
+    CpuKernels,
     DataDir,
     Device,
     DType,
@@ -79,8 +80,10 @@ def bench_train(
         return
     from ..bench import bench_train as run
     from ..config import build_config
+    from .process import tune_process
 
     cfg = build_config(preset or "shakespeare-char", config, options)
+    tune_process(cfg.system.device)
     result = run(
         cfg, steps=steps, warmup=warmup, data=data, peak_tflops=peak_tflops, profile=profile
     )
@@ -136,6 +139,7 @@ def bench_sample(
     ] = False,
     device: Device = "auto",
     dtype: DType = "auto",
+    cpu_kernels: CpuKernels = None,
     as_json: Json = False,
 ) -> None:
     """Time generation: time to the first token and tokens per second.
@@ -148,16 +152,20 @@ def bench_sample(
     from ..bench import random_model
     from ..config import build_config
     from ..errors import ConfigError
+    from .process import tune_process
 
     if checkpoint is not None and init_from is not None:
         raise ConfigError("give --checkpoint or --init-from, not both")
     source = checkpoint or init_from
+    tune_process(device)
     if source is not None:
         from ..sample import Sampler
 
-        model = Sampler.from_checkpoint(source, device=device, dtype=dtype).model
+        sampler = Sampler.from_checkpoint(source, device, dtype, cpu_kernels=cpu_kernels)
+        model = sampler.model
     else:
-        model = random_model(build_config(preset or "shakespeare-char"), device, dtype)
+        cfg = build_config(preset or "shakespeare-char", overrides={"cpu_kernels": cpu_kernels})
+        model = random_model(cfg, device, dtype)
     result = run(
         model,
         batch_size=batch_size,

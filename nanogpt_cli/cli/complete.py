@@ -17,7 +17,7 @@ import typer
 CHECKPOINT_FILES = ("checkpoint.json", "model.safetensors", "ckpt.pt", "config.json")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 DATASET_META = "meta.json"
-METRICS_FILE = "metrics.jsonl"  # train.metrics.METRICS_FILE
+METRICS_FILE = "metrics.jsonl"  # metrics.METRICS_FILE
 GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .complete import complete_checkpoint, complete_dataset, complete_init_from, complete_preset
-from .options import DataDir, MaybeDevice, MaybeDType
+from .options import CpuKernels, DataDir, MaybeDevice, MaybeDType
 
 
 def evaluate(
@@ -99,6 +99,7 @@ def evaluate(
     ] = None,
     device: MaybeDevice = None,
     dtype: MaybeDType = None,
+    cpu_kernels: CpuKernels = None,
 ) -> None:
     """Evaluate a checkpoint or a GPT-2 size: loss, perplexity and bits per byte.
 
@@ -108,7 +109,8 @@ def evaluate(
       nanogpt eval --preset eval-gpt2
     """
     from ..errors import ConfigError
-    from ..train.evaluate import evaluate as run_eval
+    from ..evaluate import evaluate as run_eval
+    from .process import tune_process
 
     if checkpoint is not None and init_from is not None:
         raise ConfigError("give --checkpoint or --init-from, not both")
@@ -119,6 +121,7 @@ def evaluate(
         source = preset_values(preset).get("init_from")
     if source is None or source == "scratch":
         raise ConfigError("nothing to evaluate: give --checkpoint PATH or --init-from NAME")
+    tune_process(device or "auto")
     report = run_eval(
         source,
         dataset=dataset,
@@ -130,6 +133,7 @@ def evaluate(
         seed=seed,
         device=device,
         dtype=dtype,
+        cpu_kernels=cpu_kernels,
         splits=tuple(split) if split else ("train", "val"),
         meta=meta,
     )
@@ -158,7 +162,7 @@ def _print_table(report: object) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..train.evaluate import EvalReport
+    from ..evaluate import EvalReport
 
     assert isinstance(report, EvalReport)
     table = Table(

@@ -21,6 +21,7 @@ from .. import config
 from ..config import (
     DEFAULT_PRESET,
     GROUP_TITLES,
+    SPECS,
     OptionSpec,
     TrainConfig,
     apply_values,
@@ -38,47 +39,44 @@ def _check_device(value: str | None) -> str | None:
     return value
 
 
-Device = Annotated[
-    str,
-    typer.Option(
-        "--device",
-        help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.",
-        callback=_check_device,
-    ),
-]
+# --device and --dtype of the commands that take no training options; the help texts are
+# the training options' own.
+Device = Annotated[str, typer.Option("--device", help=SPECS["device"].help, callback=_check_device)]
 DType = Annotated[
     config.DType,
     typer.Option(
-        "--dtype",
-        help="Precision (auto: bfloat16 on CUDA where supported, else float16; float32 on CPU).",
-        metavar="|".join(typing.get_args(config.DType)),
+        "--dtype", help=SPECS["dtype"].help, metavar="|".join(typing.get_args(config.DType))
     ),
 ]
 # The same, unset by default: the value then comes from a saved run or a preset.
 MaybeDevice = Annotated[
     Optional[str],
     typer.Option(
-        "--device",
-        help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.",
-        callback=_check_device,
-        show_default="auto",
+        "--device", help=SPECS["device"].help, callback=_check_device, show_default="auto"
     ),
 ]
 MaybeDType = Annotated[
     Optional[config.DType],
     typer.Option(
         "--dtype",
-        help="Precision (auto: bfloat16 on CUDA where supported, else float16; float32 on CPU).",
+        help=SPECS["dtype"].help,
         metavar="|".join(typing.get_args(config.DType)),
+        show_default="auto",
+    ),
+]
+CpuKernels = Annotated[
+    Optional[config.KernelMode],
+    typer.Option(
+        "--cpu-kernels",
+        help=SPECS["cpu_kernels"].help,
+        metavar="|".join(typing.get_args(config.KernelMode)),
         show_default="auto",
     ),
 ]
 DataDir = Annotated[
     Optional[Path],
     typer.Option(
-        "--data-dir",
-        help="Directory that holds prepared datasets.",
-        show_default="$NANOGPT_DATA_DIR or user data dir",
+        "--data-dir", help=SPECS["data_dir"].help, show_default=SPECS["data_dir"].default_text
     ),
 ]
 

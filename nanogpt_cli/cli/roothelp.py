@@ -1,11 +1,11 @@
 """``nanogpt --help`` without importing the commands or rich.
 
 The top-level help is the command a user runs most and must answer in a fraction of
-``import torch`` (docs/benchmarks.md). Typer renders help through ``typer.rich_utils``, whose
-imports alone (rich's console, markdown, syntax and traceback modules) take about 150 ms, and
-listing the commands through Typer would import every command module. So the root help is
-drawn here, in the look of Typer's panels, from the root's own options and the command table
-in ``app.py``; every other ``--help`` is Typer's.
+``import torch`` (docs/benchmarks.md). Typer renders help through ``typer.rich_utils``,
+whose imports alone (rich's console, markdown, syntax and traceback modules) take a good
+part of that budget, and listing the commands through Typer would import every command
+module. So the root help is drawn here, in the look of Typer's panels, from the root's own
+options and the command table in ``app.py``; every other ``--help`` is Typer's.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import typer
 from ..config import DEFAULT_PRESET, preset_values
 from ..errors import ConfigError
 from .complete import complete_checkpoint, complete_init_from
-from .options import Device, DType
+from .options import CpuKernels, Device, DType
 
 DEFAULT_OUT_DIR = preset_values(DEFAULT_PRESET)["out_dir"]
 DEFAULT_TOP_K = 200
@@ -107,6 +107,7 @@ def sample(
             show_default="block_size / 4",
         ),
     ] = None,
+    cpu_kernels: CpuKernels = None,
 ) -> None:
     """Generate text from a checkpoint, streamed to stdout.
 
@@ -118,14 +119,18 @@ def sample(
       nanogpt sample --init-from gpt2-xl --start "What is the answer to life?"
     """
     from ..log import get_logger, progress
+    from ..runtime import use_compile
     from ..sample import Sampler
-    from ..train.device import use_compile
+    from .process import tune_process
 
     prompt = _read_prompt(start)
     if checkpoint is not None and init_from is not None:
         raise ConfigError("give --checkpoint or --init-from, not both")
     source = checkpoint or init_from or out_dir
-    sampler = Sampler.from_checkpoint(source, device=device, dtype=dtype, meta=meta)
+    tune_process(device)
+    sampler = Sampler.from_checkpoint(
+        source, device=device, dtype=dtype, meta=meta, cpu_kernels=cpu_kernels
+    )
     vocab = sampler.tokenizer.vocab_size
     if top_k is not None and top_k > vocab:
         raise ConfigError(f"--top-k {top_k} is larger than the vocabulary ({vocab} tokens)")

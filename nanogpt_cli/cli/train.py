@@ -43,11 +43,13 @@ def run(
     from ..log import get_logger
     from ..train import resolve_config
     from ..train import train as run_training
+    from .process import tune_process
 
     cfg = resolve_config(preset, config, options, default_preset=default_preset)
     if print_config:
         typer.echo(config_toml(cfg), nl=False)
         return
+    tune_process(cfg.system.device)
     result = run_training(cfg)
     if cfg.eval.eval_only:
         return
@@ -71,6 +73,8 @@ def train_worker(
 
     from ..config import build_config
     from ..train import train as run_training
+    from .process import tune_process
 
     cfg = build_config(None, base=json.loads(config_file.read_text(encoding="utf-8")))
+    tune_process(cfg.system.device)
     run_training(cfg)

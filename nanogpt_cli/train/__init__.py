@@ -1,22 +1,38 @@
-"""The training engine.
+"""The training engine: ``train(cfg)`` runs a config from ``config.build_config`` (or
+``resolve_config``, which also gives a resumed run its saved options).
 
-The engine's names load on first use, so light parts of this package (``metrics``,
-``trackers``) import without torch: ``nanogpt plot`` reads metrics files with them.
+- ``start``: where a run starts from (scratch, ``--init-from``, its own checkpoint);
+- ``setup``: the device, the model's training step and its batches (shared with
+  ``nanogpt bench``);
+- ``engine``: the ``Trainer`` loop: evaluation, logging, checkpoints;
+- ``step``, ``optim``, ``health``, ``signals``, ``rng``: its parts;
+- ``distributed`` and ``launch``: several processes, through torchrun.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from ..config import TrainConfig
+from ..state import TrainResult, TrainState
+from .distributed import under_torchrun
+from .engine import Trainer
+from .launch import launch
+from .start import resolve_config
 
-if TYPE_CHECKING:
-    from .engine import Trainer, TrainResult, resolve_config, train
 
-__all__ = ["TrainResult", "Trainer", "resolve_config", "train"]
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume, or only evaluate) as ``cfg`` says; see ``TrainConfig``.
+
+    With ``nproc_per_node`` > 1 outside torchrun, the run is started on that many processes
+    of this machine through torchrun (``launch``), each of which comes back here; under
+    torchrun, this process trains its share.
+    """
+    if cfg.system.nproc_per_node > 1 and not under_torchrun():
+        return launch(cfg)
+    trainer = Trainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import engine
-
-        return getattr(engine, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["TrainResult", "TrainState", "Trainer", "resolve_config", "train"]

@@ -19,15 +19,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..checkpoint import read_checkpoint
-from ..config import TrainConfig, micro_batches_per_step
-from ..errors import CheckpointError, ConfigError, TrainingError
+from ..config import TrainConfig
+from ..errors import CheckpointError, TrainingError
 from ..log import current_level, get_logger, output_format
-
-if TYPE_CHECKING:
-    from .engine import TrainResult
+from ..state import TrainResult
+from .setup import micro_batches_per_process
 
 logger = get_logger(__name__)
 
@@ -43,15 +42,8 @@ def launch(cfg: TrainConfig) -> TrainResult:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from .engine import TrainResult
-
     n = cfg.system.nproc_per_node
-    if micro_batches_per_step(cfg) % n:
-        raise ConfigError(
-            f"{micro_batches_per_step(cfg)} micro-batches per step do not divide among {n} "
-            "processes; set --gradient-accumulation-steps (or --total-batch-tokens) to a "
-            f"multiple of {n}"
-        )
+    micro_batches_per_process(cfg, n)  # a config that cannot run fails before starting any
     start = time.perf_counter()
     # The launcher's own notices ("sending SIGTERM to ...") would bury the one line below.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
@@ -79,12 +71,12 @@ def launch(cfg: TrainConfig) -> TrainResult:
         except ChildFailedError as e:
             raise TrainingError(f"the run ended: {_failures(e, n)}; resume with --resume") from None
     try:
-        ckpt = read_checkpoint(cfg.eval.out_dir)
+        ckpt = read_checkpoint(cfg.run.out_dir)
         iter_num, best = ckpt.state.iter_num, ckpt.state.best_val_loss
     except CheckpointError:  # an evaluation-only run saves none
         iter_num, best = cfg.optim.max_iters, float("inf")
     return TrainResult(
-        out_dir=Path(cfg.eval.out_dir),
+        out_dir=Path(cfg.run.out_dir),
         iter_num=iter_num,
         best_val_loss=best,
         val_loss=None,

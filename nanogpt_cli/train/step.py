@@ -18,7 +18,7 @@ import torch
 
 from ..errors import first_line
 from ..log import get_logger
-from .device import autocast
+from ..runtime import autocast
 from .optim import clip_gradients, total_norm
 
 logger = get_logger(__name__)

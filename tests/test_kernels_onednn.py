@@ -1,37 +1,24 @@
-"""Float32 CPU products through oneDNN (nanogpt_cli.cpu_matmul): same results as the BLAS
-up to float rounding, in both directions, and the switch that turns them off."""
+"""Float32 CPU products through oneDNN (nanogpt_cli.kernels.onednn): same results as the
+BLAS up to float rounding, in both directions, and torch's own kernels wherever oneDNN's
+cannot be used."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from nanogpt_cli import cpu_matmul
 from nanogpt_cli.config import ModelConfig
-from nanogpt_cli.errors import ConfigError
-from nanogpt_cli.model import GPT, linear_cross_entropy
+from nanogpt_cli.kernels import apply_kernels
+from nanogpt_cli.kernels import onednn as cpu_matmul
+from nanogpt_cli.kernels.loss_head import linear_cross_entropy
+from nanogpt_cli.model import GPT
 
 needs_onednn = pytest.mark.skipif(
-    not cpu_matmul.onednn_available(), reason="this torch build has no oneDNN"
+    cpu_matmul.signature_problem() is not None, reason="this torch build has no oneDNN linear"
 )
-
-
-@pytest.fixture
-def backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Clear the once-per-process choice before and after the test."""
-    cpu_matmul.onednn_enabled.cache_clear()
-    yield
-    monkeypatch.undo()
-    cpu_matmul.onednn_enabled.cache_clear()
-
-
-def use(monkeypatch: pytest.MonkeyPatch, choice: str) -> None:
-    monkeypatch.setenv(cpu_matmul.ENV, choice)
-    cpu_matmul.onednn_enabled.cache_clear()
 
 
 def count_products(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -53,13 +40,11 @@ def count_products(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     [((24, 32), 48, True), ((3, 8, 32), 96, False), ((2, 5, 128), 16, True), ((7, 16), 65, False)],
 )
 def test_linear_equals_f_linear_forward_and_backward(
-    backend: None,
     monkeypatch: pytest.MonkeyPatch,
     shape: tuple[int, ...],
     out_features: int,
     bias: bool,
 ) -> None:
-    use(monkeypatch, "onednn")
     torch.manual_seed(0)
     x = torch.randn(*shape, requires_grad=True)
     w = torch.randn(out_features, shape[-1], requires_grad=True)
@@ -84,9 +69,8 @@ def test_linear_equals_f_linear_forward_and_backward(
 
 @needs_onednn
 def test_linear_gradients_of_transposed_inputs_and_broadcast_gradients(
-    backend: None, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    use(monkeypatch, "onednn")
     torch.manual_seed(1)
     base = torch.randn(32, 20, requires_grad=True)
     w = torch.randn(12, 32, requires_grad=True)
@@ -101,12 +85,11 @@ def test_linear_gradients_of_transposed_inputs_and_broadcast_gradients(
 
 @needs_onednn
 def test_sliced_inputs_and_weights_reach_onednn_as_unpadded_weights(
-    backend: None, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A slice of a wider tensor (rows padded) is read in place as a left operand, but never
-    handed to oneDNN as the weight: oneDNN reads a padded weight about a thousand times
-    slower (a sliced input's weight gradient took 0.8 s instead of 2.5-4.3 ms)."""
-    use(monkeypatch, "onednn")
+    handed to oneDNN as the weight: oneDNN reads a padded weight orders of magnitude
+    slower than a dense copy (docs/benchmarks.md)."""
     weights: list[bool] = []
     lefts: list[int] = []
     kernel = torch.ops.mkldnn._linear_pointwise
@@ -134,12 +117,9 @@ def test_sliced_inputs_and_weights_reach_onednn_as_unpadded_weights(
 
 
 @needs_onednn
-def test_only_the_wanted_gradients_are_computed(
-    backend: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_only_the_wanted_gradients_are_computed(monkeypatch: pytest.MonkeyPatch) -> None:
     """An input that needs no gradient (the first layer's case) costs no product in backward:
     one product forward, one for the weight's gradient."""
-    use(monkeypatch, "onednn")
     calls = count_products(monkeypatch)
     x = torch.randn(6, 8)
     w = torch.randn(4, 8, requires_grad=True)
@@ -154,14 +134,12 @@ def test_only_the_wanted_gradients_are_computed(
     [((9, 7), (7, 5), False, False), ((7, 9), (7, 5), True, False), ((9, 7), (5, 7), False, True)],
 )
 def test_mm_equals_matmul_in_every_orientation(
-    backend: None,
     monkeypatch: pytest.MonkeyPatch,
     a_shape: tuple[int, int],
     b_shape: tuple[int, int],
     ta: bool,
     tb: bool,
 ) -> None:
-    use(monkeypatch, "onednn")
     a, b = torch.randn(*a_shape), torch.randn(*b_shape)
     a, b = (a.t() if ta else a), (b.t() if tb else b)
     got = cpu_matmul.mm(a, b)
@@ -171,9 +149,8 @@ def test_mm_equals_matmul_in_every_orientation(
 
 @needs_onednn
 def test_the_loss_heads_long_product_gets_a_row_major_weight(
-    backend: None, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    use(monkeypatch, "onednn")
     weights: list[bool] = []
     product = cpu_matmul._product
 
@@ -191,25 +168,22 @@ def test_the_loss_heads_long_product_gets_a_row_major_weight(
     embedding = torch.randn(4096, 5, requires_grad=True)
     targets = torch.randint(0, 4096, (6,))
     weights.clear()
-    linear_cross_entropy(h, embedding, targets).backward()
+    linear_cross_entropy(h, embedding, targets, fast_products=True).backward()
     assert weights[:2] == [True, True]  # the logits, then the input's gradient
 
 
 @needs_onednn
-def test_same_inputs_give_the_same_bits(backend: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    use(monkeypatch, "onednn")
+def test_same_inputs_give_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
     x, w = torch.randn(64, 48), torch.randn(80, 48)
     assert torch.equal(cpu_matmul.linear(x, w), cpu_matmul.linear(x, w))
 
 
 @needs_onednn
-def test_a_training_step_of_the_model_goes_through_onednn(
-    backend: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    use(monkeypatch, "onednn")
-    calls = count_products(monkeypatch)
+def test_a_training_step_of_the_model_goes_through_onednn(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=65)
     model = GPT(cfg)
+    assert "onednn-linear" in apply_kernels(model, "on")
+    calls = count_products(monkeypatch)
     idx = torch.randint(0, 65, (2, 16))
     _, loss = model(idx, idx, return_logits=False)
     assert loss is not None
@@ -219,29 +193,8 @@ def test_a_training_step_of_the_model_goes_through_onednn(
     assert len(calls) == 3 * (4 * cfg.n_layer + 1)
 
 
-def test_blas_switch_keeps_the_torch_kernels(
-    backend: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    use(monkeypatch, "blas")
-    assert not cpu_matmul.onednn_enabled()
-    x, w = torch.randn(5, 8, requires_grad=True), torch.randn(3, 8)
-    y = cpu_matmul.linear(x, w)
-    assert torch.equal(y, F.linear(x, w))
-    assert "_Linear" not in type(y.grad_fn).__name__
-    assert torch.equal(cpu_matmul.mm(x.detach(), w.t()), x.detach() @ w.t())
-
-
-def test_unknown_backend_is_a_clear_error(backend: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    use(monkeypatch, "cublas")
-    with pytest.raises(ConfigError, match="NANOGPT_CPU_MATMUL='cublas': use one of auto"):
-        cpu_matmul.onednn_enabled()
-
-
 @needs_onednn
-def test_other_dtypes_and_autocast_keep_the_torch_kernels(
-    backend: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    use(monkeypatch, "onednn")
+def test_other_dtypes_and_autocast_keep_the_torch_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     x, w = torch.randn(4, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
     assert not cpu_matmul.usable(x, w)
     x32, w32 = x.float(), w.float()
@@ -252,10 +205,9 @@ def test_other_dtypes_and_autocast_keep_the_torch_kernels(
 
 
 @needs_onednn
-def test_biases_and_weights_linear_takes(backend: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_biases_and_weights_linear_takes(monkeypatch: pytest.MonkeyPatch) -> None:
     """A strided bias is read right; what oneDNN cannot take (a bias of another dtype, a
     broadcast 2-D bias) goes to F.linear, with its result or its error."""
-    use(monkeypatch, "onednn")
     x, w = torch.randn(6, 8), torch.randn(5, 8)
     strided = torch.randn(10)[::2]
     torch.testing.assert_close(cpu_matmul.linear(x, w, strided), F.linear(x, w, strided))
@@ -270,14 +222,11 @@ def test_biases_and_weights_linear_takes(backend: None, monkeypatch: pytest.Monk
 
 @needs_onednn
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.func's own torch.jit use
-def test_forward_mode_ad_and_torch_func_get_torch_kernels(
-    backend: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_forward_mode_ad_and_torch_func_get_torch_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     """A custom autograd function has no forward-mode formula: under forward AD or a
     torch.func transform, linear is F.linear, so tangents and gradients stay right."""
     import torch.autograd.forward_ad as fwAD
 
-    use(monkeypatch, "onednn")
     x, w, t = torch.randn(4, 8), torch.randn(3, 8), torch.randn(4, 8)
     with fwAD.dual_level():
         out = cpu_matmul.linear(fwAD.make_dual(x, t), w)

@@ -16,17 +16,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import TrainConfig, build_config
-from ..data.dataset import SPLITS, Dataset, check_tokenizer, open_dataset
-from ..data.loader import fixed_windows
-from ..data.tokenizer import token_byte_lengths
-from ..errors import ConfigError
-from ..log import get_logger, progress
-from .device import autocast, resolve_device, resolve_dtype
+from .config import TrainConfig, build_config
+from .data.dataset import SPLITS, Dataset, check_tokenizer, open_dataset
+from .data.loader import fixed_windows
+from .data.tokenizer import token_byte_lengths
+from .errors import ConfigError
+from .log import get_logger, progress
+from .runtime import autocast, resolve_device, resolve_dtype
 
 logger = get_logger(__name__)
 
-EVAL_CHUNK_TOKENS = 1 << 12  # tokens per evaluation forward pass (measured best on CPU)
+# Tokens per evaluation forward pass: on CPU, smaller passes than a whole batch were the
+# faster (docs/benchmarks.md, "Where the time goes").
+EVAL_CHUNK_TOKENS = 1 << 12
 EVAL_CHUNK_LOGIT_BYTES = 1 << 28  # cap on the logits tensor of one evaluation pass
 
 
@@ -182,6 +184,7 @@ def evaluate(
     seed: int | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    cpu_kernels: str | None = None,
     splits: tuple[str, ...] = SPLITS,
     meta: str | Path | None = None,
 ) -> EvalReport:
@@ -190,7 +193,8 @@ def evaluate(
     Unset options come from the preset, else from the run config saved with the checkpoint
     (so its run's evaluation windows are drawn again), else from the training defaults.
     """
-    from ..checkpoint import model_from_checkpoint, read_pretrained
+    from .checkpoint import model_from_checkpoint, read_pretrained
+    from .kernels import apply_kernels
 
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
@@ -207,6 +211,7 @@ def evaluate(
             "seed": seed,
             "device": device,
             "dtype": dtype,
+            "cpu_kernels": cpu_kernels,
         },
     )
     if dataset is None and not ckpt.config and preset is None:
@@ -225,6 +230,7 @@ def evaluate(
             f"{model.config.block_size}"
         )
     model.to(dev)
+    apply_kernels(model, cfg.system.cpu_kernels)
     block = model.config.block_size
     windows = evaluation_windows(
         data, block, cfg.data.batch_size, cfg.eval.eval_iters, cfg.system.seed, dev, splits

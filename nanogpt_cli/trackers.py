@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..config import TrackerName
-from ..errors import ConfigError
+from .config import TrackerName
+from .errors import ConfigError
 
 TRACKERS: tuple[str, ...] = typing.get_args(TrackerName)
 TENSORBOARD_DIR = "tensorboard"  # under out_dir

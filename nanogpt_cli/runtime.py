@@ -1,4 +1,11 @@
-"""Device, precision and compilation choices, resolved once from the config."""
+"""Device, precision and compilation choices, resolved once from the config; shared by
+training, sampling, evaluation and benchmarks.
+
+Nothing here changes the process when imported. ``setup_backends`` sets torch's own
+per-device switches (TF32 on CUDA); ``keep_freed_memory`` changes how the C library's
+malloc behaves for the whole process, so only the CLI calls it (a library caller may opt
+in by calling it).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..errors import DeviceError
+from .errors import DeviceError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -107,12 +114,10 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
 
 
 def setup_backends(device: torch.device) -> None:
-    """Process-wide speed settings that do not change results beyond float tolerance. On a
-    Linux CPU that includes ``keep_freed_memory``: the process keeps its peak memory."""
-    if device.type == "cpu":
-        keep_freed_memory()
+    """torch's speed settings for ``device`` that do not change results beyond float
+    tolerance."""
     if device.type == "cuda":
-        # TF32 matmuls and convolutions: same exponent range as fp32, ~8x the throughput.
+        # TF32 matmuls and convolutions: fp32's exponent range on the tensor cores.
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
@@ -127,18 +132,16 @@ def keep_freed_memory() -> bool:
     """Let glibc reuse freed tensor memory instead of handing it back to the kernel.
 
     A training step on CPU frees and re-allocates the same buffers every step: activations,
-    gradients, and for a large vocabulary the logits and the embedding's gradient (206 and
-    154 MB for GPT-2 at 1,024 tokens). By default glibc serves a block above its mmap
-    threshold (128 KiB, rising to the largest such block freed, at most 32 MiB) with a
-    fresh mmap() and unmaps it on free, and trims the heap's free top beyond twice that,
-    so each step pays a page fault for every 4 KiB of those blocks it touches: about 900
-    per step for the ``shakespeare-char-cpu`` model and 222,000 to 247,000 for GPT-2 124M
-    at 1,024 tokens, 4 us or more each in a VM. Here the main thread's heap serves every block, of
-    any size, and is never trimmed, so after the first steps a step faults no page at all
-    (the step allocates on the main thread; autograd on CPU runs there too). The process
-    keeps its peak memory until it exits, as CUDA's caching allocator does; a library
-    caller of ``setup_backends`` on a CPU gets the same. Set NANOGPT_KEEP_FREED_MEMORY=0 to
-    leave malloc alone. Returns whether it was applied.
+    gradients, and for a large vocabulary the logits and the embedding's gradient (hundreds
+    of MB for GPT-2). By default glibc serves a block above its mmap threshold (128 KiB,
+    rising to the largest such block freed, at most 32 MiB) with a fresh mmap() and unmaps
+    it on free, and trims the heap's free top, so each step pays a page fault for every
+    4 KiB of those blocks it touches. Here the main thread's heap serves every block, of
+    any size, and is never trimmed, so after the first steps a step faults no page at all.
+    The process keeps its peak memory until it exits, as CUDA's caching allocator does.
+    This is a process-wide malloc setting: the CLI applies it to its own process on Linux
+    (``NANOGPT_KEEP_FREED_MEMORY=0`` turns that off); the library never does. Measured in
+    docs/benchmarks.md ("Freed memory kept"). Returns whether it was applied.
     """
     if os.environ.get(KEEP_MEMORY_ENV, "1") == "0" or not sys.platform.startswith("linux"):
         return False

@@ -1,60 +1,63 @@
-"""Float32 matrix products on x86 CPUs through oneDNN instead of the BLAS.
+"""Float32 matrix products on the CPU through oneDNN instead of the BLAS.
 
-PyTorch's CPU ``mm`` and ``linear`` call MKL's sgemm, and MKL picks its kernels by CPU
-vendor: on AMD processors it runs its AVX2 code even where the CPU has AVX-512. oneDNN,
-which the same torch build carries (``torch.ops.mkldnn._linear_pointwise``, the kernel
-behind inductor's CPU linear layers), picks by instruction set. On the 2-core AMD EPYC
-(Zen 5) this project is measured on, a 2048-square float32 product runs at about 440
-GFLOP/s through oneDNN against 200 through MKL, and the ``shakespeare-char-cpu`` training
-step drops from 32.6 to 23.6 ms, paired in one process (docs/benchmarks.md). Results are
-float32 throughout (no reduced-precision math): they equal the BLAS's up to float
-rounding, and the same inputs give the same bits from run to run.
+PyTorch's CPU ``mm`` and ``linear`` call the BLAS (MKL's sgemm on x86 builds), and MKL
+picks its kernels by CPU vendor: on AMD processors it runs its AVX2 code even where the CPU
+has AVX-512. oneDNN, which the same torch build carries (``torch.ops.mkldnn.
+_linear_pointwise``, the kernel behind inductor's CPU linear layers), picks by instruction
+set. Which of the two is faster depends on the processor (docs/benchmarks.md, "CPU
+kernels"); ``kernels.linear`` calibrates that on each machine. Results are float32
+throughout: they equal the BLAS's up to float rounding, and the same inputs give the same
+bits from run to run.
 
 ``linear`` is ``F.linear`` with that kernel for both directions: the forward product and
 the two of backward (input gradient, weight gradient) are each one oneDNN product over the
 operands' strided views. oneDNN reads a transposed right operand (its weight) in place
 but copies a transposed left one, and reads a weight with padded rows or columns (a slice)
-about a thousand times slower, so such a weight is copied first; the weight gradient is
-computed in the orientation whose copies are the smaller (``onednn_mm``; 0.7 ms less per
-``shakespeare-char-cpu`` step than always copying the gradient, paired). Set
-``NANOGPT_CPU_MATMUL=blas`` to keep every product on the BLAS. The function is
-differentiable once (no double backward, as with every ``once_differentiable``
-function); torch.func transforms and forward-mode AD get ``F.linear``.
+far slower than a dense one, so such a weight is copied first; the weight gradient is
+computed in the orientation whose copies are the smaller (``onednn_mm``). The function is
+differentiable once (no double backward, as with every ``once_differentiable`` function);
+torch.func transforms and forward-mode AD get ``F.linear``.
+
+``torch.ops.mkldnn._linear_pointwise`` is a private op: ``check`` verifies that it exists
+with the signature used here and computes what ``F.linear`` computes, and the kernels that
+use it stay off where it does not.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import platform
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-ENV = "NANOGPT_CPU_MATMUL"
-BACKENDS = ("auto", "onednn", "blas")
+# The private op's arguments as this module calls it: X, W, B, attr, scalars, algorithm.
+SIGNATURE = (
+    "Tensor",
+    "Tensor",
+    "Optional[Tensor]",
+    "str",
+    "List[Optional[number]]",
+    "Optional[str]",
+)
 
 
-@functools.cache
-def onednn_enabled() -> bool:
-    """Whether float32 CPU products go through oneDNN: ``NANOGPT_CPU_MATMUL`` is ``auto``
-    (the default; x86-64 builds with oneDNN) or ``onednn``; ``blas`` turns it off. Read once
-    per process."""
-    choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
-    if choice not in BACKENDS:
-        from .errors import ConfigError
-
-        raise ConfigError(f"{ENV}={choice!r}: use one of {', '.join(BACKENDS)}")
-    if choice == "blas" or not onednn_available():
-        return False
-    return choice == "onednn" or platform.machine().lower() in ("x86_64", "amd64")
+def _op() -> Any:
+    return torch.ops.mkldnn._linear_pointwise
 
 
-def onednn_available() -> bool:
-    """Whether this torch build has oneDNN's linear kernel."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+def signature_problem() -> str | None:
+    """Why this torch build's oneDNN linear op cannot be used as this module does, or None."""
+    if not torch.backends.mkldnn.is_available():
+        return "this torch build has no oneDNN"
+    try:
+        schema = _op().default._schema
+    except (AttributeError, RuntimeError):
+        return "this torch build has no torch.ops.mkldnn._linear_pointwise"
+    found = tuple(str(a.type) for a in schema.arguments)
+    if found != SIGNATURE:
+        return f"torch.ops.mkldnn._linear_pointwise takes ({', '.join(found)}) here"
+    return None
 
 
 def _matrix(t: torch.Tensor) -> torch.Tensor:
@@ -77,9 +80,9 @@ def _dense(t: torch.Tensor) -> bool:
 
 def _weight(t: torch.Tensor) -> torch.Tensor:
     """``t`` as oneDNN's weight (a product's right operand): row- or column-major without
-    padding, else copied. A padded weight (a slice of a wider matrix, or the transposed view
-    of one, as a sliced input's is in its weight gradient) is read a thousand times slower:
-    0.6 s against 0.5 ms for a 256 x 512 by 512 x 384 product here."""
+    padding, else copied. oneDNN reads a padded weight (a slice of a wider matrix, or the
+    transposed view of one, as a sliced input's is in its weight gradient) orders of
+    magnitude slower than a dense copy of it."""
     return t if _dense(t) else t.contiguous()
 
 
@@ -87,7 +90,7 @@ def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None)
     """``a @ b.T (+ bias)`` for 2-D float32 CPU matrices, by oneDNN."""
     if bias is not None:
         bias = bias.contiguous()
-    return torch.ops.mkldnn._linear_pointwise(_matrix(a), _weight(b), bias, "none", [], "")
+    return _op()(_matrix(a), _weight(b), bias, "none", [], "")  # type: ignore[no-any-return]
 
 
 class _Linear(torch.autograd.Function):
@@ -115,13 +118,12 @@ class _Linear(torch.autograd.Function):
 
 
 def onednn_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for 2-D float32 CPU matrices by oneDNN (whatever ``NANOGPT_CPU_MATMUL``
-    says; ``mm`` checks it), in the orientation that copies less: oneDNN copies a left
-    operand that is not row-major, and a right one (its weight) is copied unless it is
-    row- or column-major without padding (``_weight``), so ``a @ b`` costs a copy of ``a``
-    unless it is row-major and one of ``b`` if it is padded, and ``(b.T @ a.T).T`` a copy
-    of ``b`` unless it is column-major and one of ``a`` if it is padded, plus the
-    transposed result's. Returns a contiguous matrix."""
+    """``a @ b`` for 2-D float32 CPU matrices by oneDNN, in the orientation that copies
+    less: oneDNN copies a left operand that is not row-major, and a right one (its weight)
+    is copied unless it is row- or column-major without padding (``_weight``), so ``a @ b``
+    costs a copy of ``a`` unless it is row-major and one of ``b`` if it is padded, and
+    ``(b.T @ a.T).T`` a copy of ``b`` unless it is column-major and one of ``a`` if it is
+    padded, plus the transposed result's. Returns a contiguous matrix."""
     direct = (0 if a.is_contiguous() else a.numel()) + (0 if _dense(b) else b.numel())
     flipped = (
         (0 if b.t().is_contiguous() else b.numel())
@@ -134,8 +136,8 @@ def onednn_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
-    """Whether ``linear(x, weight, bias)`` takes the oneDNN path: float32 CPU tensors of the
-    shapes ``F.linear`` takes (a 2-D weight, a 1-D bias), oneDNN enabled; not under autocast,
+    """Whether ``linear(x, weight, bias)`` can take the oneDNN path: float32 CPU tensors of
+    the shapes ``F.linear`` takes (a 2-D weight, a 1-D bias); not under autocast,
     torch.compile, torch.func transforms or forward-mode AD (each needs torch's own
     kernels)."""
     return (
@@ -150,7 +152,6 @@ def usable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         and not torch.compiler.is_compiling()
         and not torch.is_autocast_enabled("cpu")
         and not _transformed(x)
-        and onednn_enabled()
     )
 
 
@@ -167,13 +168,6 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """``F.linear(x, weight, bias)``, through oneDNN where ``usable``."""
     if not usable(x, weight, bias):
         return F.linear(x, weight, bias)
-    return onednn_linear(x, weight, bias)
-
-
-def onednn_linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` by oneDNN, for inputs already found ``usable``."""
     if torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     ):
@@ -181,18 +175,17 @@ def onednn_linear(
     return _product(x, weight, bias).view(*x.shape[:-1], weight.size(0))
 
 
-def mm_weight_copied(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for a row-major ``b`` with a long contraction (the loss head's input
-    gradient, over the vocabulary), through oneDNN where ``usable``, with oneDNN's weight
-    (``b.T``) copied to row-major first: oneDNN reorders a column-major weight itself,
-    slowly at that length (GPT-2's 50,304 x 768 embedding: 265 ms with the copy, 319
-    without). Elsewhere it is ``mm``: the BLAS reads ``b`` as it is."""
-    if not usable(a, b.t()):
-        return a @ b
-    return _product(a, b.t().contiguous())
-
-
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for 2-D float32 CPU matrices with no autograd, through oneDNN where
     ``usable``."""
     return onednn_mm(a, b) if usable(a, b.t()) else a @ b
+
+
+def mm_weight_copied(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for a row-major ``b`` with a long contraction (the loss head's input
+    gradient, over the vocabulary), through oneDNN where ``usable``, with oneDNN's weight
+    (``b.T``) copied to row-major first: oneDNN's own reorder of a column-major weight is
+    slower at that length than the copy. Elsewhere it is ``a @ b``."""
+    if not usable(a, b.t()):
+        return a @ b
+    return _product(a, b.t().contiguous())

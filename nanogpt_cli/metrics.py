@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import MetricsError
+from .errors import MetricsError
 from .trackers import Tracker
 
 

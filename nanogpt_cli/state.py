@@ -1,0 +1,32 @@
+"""Where a training run stands (``TrainState``, saved in every checkpoint) and how it ended
+(``TrainResult``). Plain data, no torch: checkpoints, the engine and the launcher share it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainState:
+    """Where training stands: enough to continue as if it had never stopped."""
+
+    iter_num: int = 0
+    best_val_loss: float = math.inf
+    tokens_seen: int = 0
+    rng: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """How a training run ended."""
+
+    out_dir: Path
+    iter_num: int
+    best_val_loss: float
+    val_loss: float | None
+    train_loss: float | None
+    saved: bool
+    seconds: float
