@@ -175,6 +175,8 @@ def test_off_and_other_devices_or_dtypes_leave_the_model_alone() -> None:
     assert {type(m) for m in fast.modules()} == {type(m) for m in ref.modules()}
 
 
+# dynamo's own use of torch.jit (deprecated; a FutureWarning from torch 2.15)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 def test_under_torch_compile_the_kernels_step_aside() -> None:
     """A kernel-applied model still compiles as one graph (each kernel defers to torch's
     op while compiling), with the reference's loss; a compiled run applies none."""

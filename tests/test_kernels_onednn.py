@@ -221,7 +221,8 @@ def test_biases_and_weights_linear_takes(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 @needs_onednn
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.func's own torch.jit use
+# torch.func's own use of torch.jit (deprecated; a FutureWarning from torch 2.15)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 def test_forward_mode_ad_and_torch_func_get_torch_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     """A custom autograd function has no forward-mode formula: under forward AD or a
     torch.func transform, linear is F.linear, so tangents and gradients stay right."""

@@ -105,7 +105,8 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 def _signal_handlers() -> Iterator[None]:
     """The launcher installs its own handlers (to stop the processes on Ctrl-C); put the
     previous ones back afterwards."""
-    signals = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s]
+    names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")  # what torch's launcher handles
+    signals = [getattr(signal, name) for name in names if hasattr(signal, name)]
     before = {s: signal.getsignal(s) for s in signals}
     try:
         yield

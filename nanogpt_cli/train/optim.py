@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -24,12 +23,10 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     kwargs = {"lr": cfg.learning_rate, "betas": (cfg.beta1, cfg.beta2)}
-    if "fused" in inspect.signature(torch.optim.AdamW).parameters:
-        try:
-            return torch.optim.AdamW(groups, fused=True, **kwargs)
-        except RuntimeError:  # no fused kernel for this device in this torch
-            pass
-    return torch.optim.AdamW(groups, **kwargs)
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except RuntimeError:  # no fused kernel for this device in this torch
+        return torch.optim.AdamW(groups, **kwargs)
 
 
 def apply_hyperparameters(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> None:
@@ -51,8 +48,6 @@ def total_norm(params: list[torch.Tensor]) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    if not hasattr(torch.nn.utils, "get_total_norm"):  # torch < 2.6
-        return torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
     norm = torch.nn.utils.get_total_norm(grads)
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
@@ -63,8 +58,6 @@ def clip_gradients(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     On CPU the norm is already on the host, so gradients are only rescaled when clipping
     fires; elsewhere they are always scaled (by at most 1), which needs no host-device sync.
     """
-    if not hasattr(torch.nn.utils, "get_total_norm"):  # torch < 2.6
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
     norm = total_norm(params)
     if norm.device.type != "cpu" or norm > max_norm:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
