@@ -167,3 +167,25 @@ def test_config_is_plain_dataclasses() -> None:
     assert dataclasses.is_dataclass(cfg)
     assert cfg.to_dict()["model"]["n_layer"] == cfg.model.n_layer
     assert cfg.flat()["batch_size"] == cfg.data.batch_size
+
+
+def test_config_files_of_older_versions_still_read(tmp_path: Path) -> None:
+    """Until 0.1.0 the run's options (out_dir, resume, ...) were in [eval]: such a file (a
+    run's config.toml) reads as before; elsewhere an option in the wrong section is an
+    error."""
+    old = tmp_path / "config.toml"
+    old.write_text(
+        '[eval]\neval_interval = 7\nout_dir = "out-old"\nresume = "no"\nlog_interval = 3\n'
+        "[system]\nseed = 5\n"
+    )
+    cfg = build_config(None, old)
+    assert (cfg.eval.eval_interval, cfg.run.out_dir, cfg.run.log_interval) == (7, "out-old", 3)
+    assert cfg.system.seed == 5
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('[model]\nout_dir = "x"\n')
+    with pytest.raises(ConfigError, match=r"unknown option 'out_dir' in \[model\]"):
+        build_config(None, wrong)
+    # and the file a run writes now reads back to the same config
+    written = tmp_path / "new.toml"
+    written.write_text(config_toml(cfg))
+    assert build_config(None, written) == cfg

@@ -65,6 +65,24 @@ def model_pair(vocab: int = 4096, width: int = 64, **overrides: Any) -> tuple[GP
     return ref, fast
 
 
+def assert_same_training(
+    ref: GPT, fast: GPT, idx: torch.Tensor, targets: torch.Tensor, return_logits: bool = False
+) -> None:
+    """A training step's loss (scaled, as gradient accumulation scales it) and every
+    parameter's gradient are the same in both models, to TOL."""
+    losses, grads = [], []
+    for model in (ref, fast):
+        model.zero_grad(set_to_none=True)
+        _, loss = model(idx, targets, return_logits=return_logits)
+        assert loss is not None
+        (loss / 2).backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    torch.testing.assert_close(losses[1], losses[0], **TOL)
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, **TOL, msg=name)
+
+
 @pytest.mark.parametrize("vocab", [65, 4096])
 def test_kernel_model_gives_the_reference_losses_and_gradients(vocab: int) -> None:
     """Losses (with and without logits, under no_grad too) and every parameter's gradient
@@ -82,17 +100,7 @@ def test_kernel_model_gives_the_reference_losses_and_gradients(vocab: int) -> No
     targets = idx.roll(1, dims=1)
     targets[0, :5] = -1
     for return_logits in (False, True):
-        losses, grads = [], []
-        for model in (ref, fast):
-            model.zero_grad(set_to_none=True)
-            _, loss = model(idx, targets, return_logits=return_logits)
-            assert loss is not None
-            (loss / 2).backward()  # a scaled loss, as gradient accumulation makes
-            losses.append(loss.detach())
-            grads.append({n: p.grad for n, p in model.named_parameters()})
-        torch.testing.assert_close(losses[1], losses[0], **TOL)
-        for name, g in grads[0].items():
-            torch.testing.assert_close(grads[1][name], g, **TOL, msg=name)
+        assert_same_training(ref, fast, idx, targets, return_logits)
     with torch.no_grad():
         torch.testing.assert_close(fast(idx, targets)[1], ref(idx, targets)[1], **TOL)
 
@@ -118,16 +126,7 @@ def test_each_kernel_alone_gives_the_reference_losses_and_gradients(name: str) -
         kernels.swap(m, kernel)
     assert swapped and all(isinstance(m, kernel) for m in swapped)
     idx = torch.randint(0, 4096, (4, 32))
-    losses, grads = [], []
-    for model in (ref, fast):
-        _, loss = model(idx, idx.roll(1, dims=1), return_logits=False)
-        assert loss is not None
-        loss.backward()
-        losses.append(loss.detach())
-        grads.append({n: p.grad for n, p in model.named_parameters()})
-    torch.testing.assert_close(losses[1], losses[0], **TOL)
-    for param, g in grads[0].items():
-        torch.testing.assert_close(grads[1][param], g, **TOL, msg=param)
+    assert_same_training(ref, fast, idx, idx.roll(1, dims=1))
     with torch.inference_mode():
         torch.testing.assert_close(fast(idx[:1, :1])[0], ref(idx[:1, :1])[0], **TOL)
 
