@@ -73,7 +73,7 @@ class _Settings:
     format: Format = "text"
     theme = "dark"
     color = False
-    handler: int | None = None  # the loguru sink configure_logging added
+    handler: int | None = None  # the loguru sink configure_logging added; None: not yet
 
 
 _settings = _Settings()
@@ -434,6 +434,7 @@ def progress(
     global _live
     show = (
         show
+        and _settings.handler is not None  # the library alone draws nothing either
         and sys.stderr.isatty()
         and _settings.format == "text"
         and LEVELS.index(_settings.level) <= LEVELS.index("INFO")

@@ -30,8 +30,9 @@ class LayerCache(Protocol):
         self, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Store the new positions' keys and values (B, nh, T, hs); return every key and
-        value to attend to (B, nh, L, hs) and the attention mask (T, L). The mask is None
-        when plain causal attention is right: a fresh cache (L == T) or one new token."""
+        value to attend to (B, nh, L, hs) and the attention mask (broadcastable to
+        (B, nh, T, L)). The mask is None when plain causal attention is right: a fresh cache
+        (L == T) or one new token."""
         ...
 
 

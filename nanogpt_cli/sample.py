@@ -61,7 +61,14 @@ class KVCache:
 
     @classmethod
     def for_model(cls, model: GPT, batch_size: int, max_len: int | None = None) -> KVCache:
+        """A cache for ``model``, of ``max_len`` positions (at most, and by default, its
+        block size: position embeddings stop there)."""
         cfg = model.config
+        if max_len is not None and max_len > cfg.block_size:
+            raise ValueError(
+                f"a KV cache of {max_len} positions is longer than the block size "
+                f"({cfg.block_size})"
+            )
         param = model.lm_head.weight
         return cls(
             cfg.n_layer,

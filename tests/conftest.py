@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 # machine): the suite is deterministic, and exercises the kernels. NANOGPT_CPU_KERNELS=off
 # runs it on the reference ops instead.
 os.environ.setdefault("NANOGPT_CPU_KERNELS", "on")
+# and whatever a test measures or caches stays out of the user's cache directory
+os.environ["NANOGPT_CACHE_DIR"] = tempfile.mkdtemp(prefix="nanogpt-test-cache-")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TINYSHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"

@@ -13,8 +13,17 @@ import pytest
 import torch
 from conftest import TINY, as_flags
 
-import nanogpt_cli.bench as bench_module
-from nanogpt_cli.bench import Spread, bench_data, bench_sample, bench_train, random_model
+from nanogpt_cli.bench import (
+    Spread,
+    bench_data,
+    bench_sample,
+    bench_train,
+    common,
+    data,
+    random_model,
+    sample,
+    train,
+)
 from nanogpt_cli.cli.app import main
 from nanogpt_cli.config import build_config
 from nanogpt_cli.errors import ConfigError
@@ -40,7 +49,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> None:
         now[0] += TICK
         return now[0]
 
-    monkeypatch.setattr(bench_module, "time", SimpleNamespace(perf_counter=perf_counter))
+    fake = SimpleNamespace(perf_counter=perf_counter)
+    for module in (common, train, sample, data):  # each benchmark reads the clock itself
+        monkeypatch.setattr(module, "time", fake)
 
 
 def test_spread_summarises_measurements() -> None:

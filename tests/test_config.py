@@ -170,9 +170,9 @@ def test_config_is_plain_dataclasses() -> None:
 
 
 def test_config_files_of_older_versions_still_read(tmp_path: Path) -> None:
-    """Until 0.1.0 the run's options (out_dir, resume, ...) were in [eval]: such a file (a
-    run's config.toml) reads as before; elsewhere an option in the wrong section is an
-    error."""
+    """Before the [run] section the run's options (out_dir, resume, ...) were in [eval]: such
+    a file (a run's config.toml) reads as before; elsewhere an option in the wrong section is
+    an error."""
     old = tmp_path / "config.toml"
     old.write_text(
         '[eval]\neval_interval = 7\nout_dir = "out-old"\nresume = "no"\nlog_interval = 3\n'

@@ -31,6 +31,15 @@ TOL = {"rtol": 1e-4, "atol": 1e-5}
 
 
 @pytest.fixture
+def two_threads() -> Iterator[None]:
+    """torch on two threads, so that the split product has parts to split into."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def fresh_checks() -> Iterator[None]:
     """Forget this process's self-check results before and after the test."""
     saved = dict(kernels._problems)
@@ -114,9 +123,12 @@ KERNEL_CLASSES = {
 
 
 @pytest.mark.parametrize("name", list(KERNEL_CLASSES))
-def test_each_kernel_alone_gives_the_reference_losses_and_gradients(name: str) -> None:
+def test_each_kernel_alone_gives_the_reference_losses_and_gradients(
+    name: str, two_threads: None
+) -> None:
     """One kernel swapped in at a time, as apply_kernels swaps it: training losses and
-    gradients, and inference logits, equal the reference model's to float tolerance."""
+    gradients, and inference logits (one row: the split product's case), equal the
+    reference model's to float tolerance."""
     if name == "onednn-linear" and not HAS_ONEDNN:
         pytest.skip("this torch build has no oneDNN linear")
     replaced, kernel = KERNEL_CLASSES[name]
@@ -129,6 +141,71 @@ def test_each_kernel_alone_gives_the_reference_losses_and_gradients(name: str) -
     assert_same_training(ref, fast, idx, idx.roll(1, dims=1))
     with torch.inference_mode():
         torch.testing.assert_close(fast(idx[:1, :1])[0], ref(idx[:1, :1])[0], **TOL)
+
+
+def test_kernels_apply_alike_under_no_grad_and_inference_mode(
+    fresh_checks: None, two_threads: None
+) -> None:
+    """A model loaded for sampling inside no_grad or inference_mode gets the same kernels
+    (their self-checks take gradients of their own), and the caller's mode is unchanged."""
+    expected = apply_kernels(model_pair(4096)[1], "on")
+    for context in (torch.no_grad, torch.inference_mode):
+        kernels._problems.clear()
+        with context():
+            assert apply_kernels(model_pair(4096)[1], "on") == expected
+            assert not torch.is_grad_enabled()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+def test_compiled_decoding_of_a_kernel_model_is_one_graph(two_threads: None) -> None:
+    """The fixed-shape decode step of a model with every kernel (a weight large enough to
+    split, in inference) compiles without a graph break and gives the eager logits."""
+    from nanogpt_cli.sample import decode_step
+
+    _, fast = model_pair(4096)
+    apply_kernels(fast.eval(), "on")
+    cache = KVCache.for_model(fast, 1)
+    idx, pos = torch.randint(0, 4096, (1, 1)), torch.tensor([0])
+    compiled = torch.compile(decode_step, backend="aot_eager", fullgraph=True)
+    with torch.inference_mode():
+        eager = decode_step(fast, idx, pos, cache.k.clone(), cache.v.clone())
+        torch.testing.assert_close(compiled(fast, idx, pos, cache.k, cache.v), eager, **TOL)
+
+
+def test_a_layer_with_its_own_forward_is_left_alone() -> None:
+    """Only layers that compute what torch's class does are swapped."""
+
+    class Scaled(torch.nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    model = torch.nn.Sequential(Scaled(8, 8), torch.nn.Linear(8, 8))
+    apply_kernels(model, "on")
+    assert type(model[0]) is Scaled
+    assert isinstance(model[1], linear.OneDNNLinear) == HAS_ONEDNN
+
+
+def test_calibration_leaves_the_random_stream_and_survives_a_failing_measurement(
+    tmp_path: Path,
+) -> None:
+    """Timing a kernel (random inputs of its own) does not move the caller's random stream;
+    a measurement that fails leaves the kernel off, with a warning, not the run broken."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    assert calibrate.faster(
+        "a", lambda: (torch.randn(100).sum().item() * 0 + 1.0, 2.0), tmp_path / "k.json"
+    )
+    torch.testing.assert_close(torch.rand(3), expected)
+
+    def broken() -> tuple[float, float]:
+        raise RuntimeError("out of memory")
+
+    with warnings_logged() as found:
+        assert not calibrate.faster("b", broken, tmp_path / "k.json")
+    assert any("could not be timed" in w for w in found)
+    (tmp_path / "odd.json").write_text('{"x": [], "' + calibrate.machine_key() + '": {"c": 1}}')
+    assert calibrate.cached("c", tmp_path / "odd.json") is None  # an odd cache is no cache
 
 
 def test_kernel_model_generates_what_the_reference_does() -> None:
@@ -155,7 +232,7 @@ def test_kernels_keep_names_shapes_and_tied_weights() -> None:
     ref, fast = model_pair(4096)
     apply_kernels(fast, "on")
     classes = [type(m) for m in fast.modules()]
-    assert apply_kernels(fast, "on") is not None  # again: nothing changes
+    apply_kernels(fast, "on")  # again: nothing changes
     assert [type(m) for m in fast.modules()] == classes
     assert list(fast.state_dict()) == list(ref.state_dict())
     assert fast.lm_head.weight is fast.transformer.wte.weight

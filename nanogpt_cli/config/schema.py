@@ -159,8 +159,8 @@ class SystemConfig:
     )
     cpu_kernels: KernelMode = opt(
         "auto",
-        "CPU fast paths for float32 (oneDNN products, a fused loss head, GELU): auto (each "
-        "where it measured faster on this machine), on or off. Env: NANOGPT_CPU_KERNELS.",
+        "CPU fast paths (oneDNN products, split decoding, fused loss head, GELU): auto (where "
+        "measured faster here), on or off. Env: NANOGPT_CPU_KERNELS.",
     )
     seed: int = opt(1337, "Random seed for initialisation, batches and dropout.")
     nproc_per_node: int = opt(
@@ -207,8 +207,8 @@ GROUP_TITLES: dict[str, str] = {
     "system": "System",
 }
 
-# Options that an older version kept in another group ([eval] held the run's options until
-# 0.1.0): config files written then still read.
+# Options that earlier versions kept in another group ([eval] held the run's options before
+# the [run] section existed): config files written then still read.
 LEGACY_GROUPS: dict[str, tuple[str, ...]] = {
     "eval": tuple(f.name for f in dataclasses.fields(RunConfig)),
 }

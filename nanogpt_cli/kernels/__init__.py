@@ -12,13 +12,14 @@ faster path where it applies and defers to the original elsewhere (as FSDP2's
   4096 and more (``loss_head.FusedLossHead``);
 - ``sigmoid-gelu``: GELU's tanh approximation through a sigmoid (``gelu.SigmoidGELU``).
 
-Each kernel checks itself against the reference op once per process, on first use (values
-and gradients on a small input; for the private oneDNN op, also its signature). On any
-mismatch or error it stays off with one warning. ``mode`` (``--cpu-kernels``,
+Each kernel checks itself against the reference op once per process, when first applied
+(values and gradients on a small input; for the private oneDNN op, also its signature). On
+any mismatch or error it stays off with one warning. ``mode`` (``--cpu-kernels``,
 ``NANOGPT_CPU_KERNELS``) is ``auto`` (a kernel goes on where it measured faster than the
 reference on this machine: ``calibrate``), ``on`` (every kernel that passes its check) or
 ``off``. They are applied before any compile or distributed wrapping, and under
-torch.compile or autocast they step aside for torch's own ops.
+torch.compile or autocast they step aside for torch's own ops. Only modules that compute
+what torch's own class does are swapped: a subclass with a ``forward`` of its own is kept.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def passes_check(name: str, check: Callable[[], None]) -> bool:
     a failure is reported once, as a warning."""
     if name not in _problems:
         try:
-            check()
+            with torch.inference_mode(False), torch.enable_grad():  # checks take gradients
+                check()
             _problems[name] = None
         except Exception as e:
             _problems[name] = first_line(e)
@@ -98,12 +100,14 @@ def apply_kernels(model: nn.Module, mode: str | None = None) -> list[str]:
         return []
 
     def wanted(name: str, check: Callable[[], None], measure: calibrate.Measure) -> bool:
+        if mode == "auto" and calibrate.cached(name) is False:
+            return False  # measured slower here: no need to check it either
         if not passes_check(name, check):
             return False
         return mode == "on" or calibrate.faster(name, measure)
 
     applied: list[str] = []
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    linears = [m for m in model.modules() if _plain(m, nn.Linear)]
     onednn = (
         bool(linears)
         and _onednn_present(mode)
@@ -139,12 +143,20 @@ def apply_kernels(model: nn.Module, mode: str | None = None) -> list[str]:
             m.fast_products = onednn  # type: ignore[assignment]
         applied.append("loss-head")
 
-    gelus = [m for m in model.modules() if isinstance(m, nn.GELU) and m.approximate == "tanh"]
+    gelus = [m for m in model.modules() if _plain(m, nn.GELU) and m.approximate == "tanh"]
     if gelus and wanted("sigmoid-gelu", gelu.check, gelu.measure):
         for m in gelus:
             swap(m, gelu.SigmoidGELU)
         applied.append("sigmoid-gelu")
     return applied
+
+
+def _plain(module: nn.Module, base: type[nn.Module]) -> bool:
+    """Whether ``module`` is a ``base`` whose ``forward`` is ``base``'s own or a kernel's."""
+    if not isinstance(module, base):
+        return False
+    forward = type(module).forward
+    return forward is base.forward or forward.__module__.startswith(__name__)
 
 
 def _onednn_present(mode: str) -> bool:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import onednn
+from .selfcheck import assert_close
 
 SPLIT_MAX_ROWS = 64  # with the BLAS; 1 where oneDNN does the products
 SPLIT_MIN_WEIGHT = 1 << 18  # elements: 1 MiB of float32
@@ -64,6 +65,8 @@ class SplitLinear(nn.Linear):
     def _splits(self, x: torch.Tensor) -> bool:
         if torch.compiler.is_compiling() or torch.is_grad_enabled():
             return False  # the compiler picks its own kernels; training keeps the usual path
+        if torch.is_autocast_enabled("cpu"):
+            return False  # autocast casts in its own op
         if x.device.type != "cpu" or x.dtype != self.weight.dtype:
             return False
         parts = torch.get_num_threads()
@@ -76,7 +79,7 @@ class SplitLinear(nn.Linear):
         )
 
 
-# -- self-checks and timings (kernels.registry runs them) ------------------------------------
+# -- self-checks and timings (apply_kernels runs them) ---------------------------------------
 
 
 def check_onednn() -> None:
@@ -91,15 +94,15 @@ def check_onednn() -> None:
         w = torch.randn(40, 24, generator=generator).requires_grad_()
         b = torch.randn(40, generator=generator).requires_grad_() if bias else None
         ours, ref = onednn.linear(x, w, b), F.linear(x, w, b)
-        torch.testing.assert_close(ours, ref)
+        assert_close(ours, ref, "output")
         grad = torch.randn(ref.shape, generator=generator)
         inputs = [x, w] + ([b] if b is not None else [])
         got = torch.autograd.grad(ours, inputs, grad)
         want = torch.autograd.grad(ref, inputs, grad)
         for g1, g2 in zip(got, want, strict=True):
-            torch.testing.assert_close(g1, g2)
+            assert_close(g1, g2, "gradient")
         with torch.no_grad():
-            torch.testing.assert_close(onednn.linear(x, w, b), F.linear(x, w, b))
+            assert_close(onednn.linear(x, w, b), F.linear(x, w, b), "output without grad")
 
 
 def check_split() -> None:
@@ -109,7 +112,7 @@ def check_split() -> None:
         x = torch.randn(3, 32, generator=generator)
         w = torch.randn(out_features, 32, generator=generator)
         b = torch.randn(out_features, generator=generator)
-        torch.testing.assert_close(split_linear(x, w, b, 2), F.linear(x, w, b))
+        assert_close(split_linear(x, w, b, 2), F.linear(x, w, b), "output")
 
 
 # Shapes timed: the MLP products of a small CPU model and of GPT-2, (rows, in, out).

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from ..model import LMHead
 from . import onednn
+from .selfcheck import assert_close
 
 # From this vocabulary size up the fused head is worth its bookkeeping; a character
 # vocabulary's logits are small enough to stay in cache either way.
@@ -105,7 +106,7 @@ class FusedLossHead(LMHead):
         return super().loss(x, targets)
 
 
-# -- self-check and timing (kernels.registry runs them) --------------------------------------
+# -- self-check and timing (apply_kernels runs them) -----------------------------------------
 
 
 def check(fast_products: bool) -> None:
@@ -120,9 +121,9 @@ def check(fast_products: bool) -> None:
     want = torch.autograd.grad(ref / 3, (h, w))
     ours = linear_cross_entropy(h, w, targets, fast_products)
     got = torch.autograd.grad(ours / 3, (h, w))
-    torch.testing.assert_close(ours, ref)
+    assert_close(ours, ref, "loss")
     for g1, g2 in zip(got, want, strict=True):
-        torch.testing.assert_close(g1, g2)
+        assert_close(g1, g2, "gradient")
 
 
 def measure(fast_products: bool) -> tuple[float, float]:

@@ -18,9 +18,9 @@ computed in the orientation whose copies are the smaller (``onednn_mm``). The fu
 differentiable once (no double backward, as with every ``once_differentiable`` function);
 torch.func transforms and forward-mode AD get ``F.linear``.
 
-``torch.ops.mkldnn._linear_pointwise`` is a private op: ``check`` verifies that it exists
-with the signature used here and computes what ``F.linear`` computes, and the kernels that
-use it stay off where it does not.
+``torch.ops.mkldnn._linear_pointwise`` is a private op: ``linear.check_onednn`` verifies
+that it exists with the signature used here (``signature_problem``) and computes what
+``F.linear`` computes, and the kernels that use it stay off where it does not.
 """
 
 from __future__ import annotations

@@ -63,6 +63,10 @@ class Dist:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
 
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+        dist.barrier()
+
     def close(self) -> None:
         """Leave the process group. (c10d's worker threads can still hold the tensors of
         the last collectives after that, which is why the ``nanogpt`` entry point ends a

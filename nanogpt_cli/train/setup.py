@@ -82,8 +82,14 @@ def build_step(
     per_process = micro_batches_per_process(cfg, world)
     model.to(device)
     compiled = use_compile(cfg.system.compile, device)
-    # torch.compile picks its own kernels; the CPU kernels are for eager runs.
+    # torch.compile picks its own kernels; the CPU kernels are for eager runs. In a
+    # distributed run the first process applies them alone (timing them, if this machine
+    # has not, without the others' load); the others then read its verdicts.
+    if dist is not None and not dist.main:
+        dist.barrier()
     kernels = [] if compiled else apply_kernels(model, cfg.system.cpu_kernels)
+    if dist is not None and dist.main:
+        dist.barrier()
     module, sync = wrap_model(model, dist) if dist else (model, None)
     optimizer = build_optimizer(model, cfg.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
