@@ -17,11 +17,13 @@ import numpy as np
 import torch
 
 from .config import TrainConfig, build_config
-from .data.dataset import SPLITS, Dataset, check_tokenizer, open_dataset
+from .data.dataset import SPLITS, Dataset, check_tokenizer
+from .data.first_use import open_or_prepare
 from .data.loader import fixed_windows
 from .data.tokenizer import token_byte_lengths
 from .errors import ConfigError
-from .log import get_logger, progress
+from .log import get_logger
+from .progress import progress
 from .runtime import autocast, resolve_device, resolve_dtype
 
 logger = get_logger(__name__)
@@ -216,7 +218,7 @@ def evaluate(
     )
     if dataset is None and not ckpt.config and preset is None:
         raise ConfigError(f"{source} records no dataset; name one with --dataset")
-    data = open_dataset(cfg.data.dataset, cfg.data.data_dir)
+    data = open_or_prepare(cfg.data.dataset, cfg.data.data_dir)
     vocab = ckpt.model_config.vocab_size or 0
     check_tokenizer(ckpt.tokenizer, vocab, data, str(source))
     dev = resolve_device(cfg.system.device)

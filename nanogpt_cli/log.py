@@ -5,7 +5,9 @@ it never prints. Besides the usual levels, a logger reports a metric, a progress
 section title and a rich table, so the same call reads well on a terminal and parses as
 JSON. Everything goes to stderr; stdout stays clean for generated text and reports.
 
-- ``LOG_LEVEL``: DEBUG, INFO (default), WARNING or ERROR; ``--verbose`` / ``--quiet``.
+- ``LOG_LEVEL``: DEBUG, INFO (default), WARNING or ERROR, or any name or number loguru or
+  Python's ``logging`` knows (``warn``, ``trace``, ``critical``, ``10``), in any case; an
+  unknown value is reported once and INFO used. ``--verbose`` / ``--quiet``.
 - ``LOG_FORMAT``: ``text`` (default: ``12:00:01 message``, colours on a terminal) or ``json``
   (one object per line: time, level, logger, message and the record's fields);
   ``--log-json``.
@@ -13,8 +15,7 @@ JSON. Everything goes to stderr; stdout stays clean for generated text and repor
   palette.
 - In a distributed run (``RANK`` set by torchrun) only rank 0 logs below ERROR.
 
-``progress(label, total)`` is a live rich bar on a terminal; elsewhere (a log file, JSON
-logs) long work is reported by a line every ``every`` seconds instead of a bar.
+Progress bars (``progress(label, total)``) follow these settings: see ``nanogpt_cli.progress``.
 
 Importing the library configures no logging. As loguru asks of libraries, nanogpt's records
 are disabled until ``configure_logging`` (which the CLI calls) turns them on with a stderr
@@ -30,10 +31,8 @@ import json
 import math
 import os
 import sys
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from typing import Any, Literal, Protocol
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from loguru import logger as _loguru
 
@@ -41,15 +40,29 @@ from .errors import ConfigError
 
 __all__ = [
     "LEVELS",
+    "LEVEL_NUMBERS",
     "THEMES",
     "Logger",
-    "Progress",
     "configure_logging",
     "get_logger",
-    "progress",
+    "level_name",
 ]
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Loguru's levels, lowest first, with their numbers (Python's logging numbers them alike).
+LEVEL_NUMBERS = {
+    "TRACE": 5,
+    "DEBUG": 10,
+    "INFO": 20,
+    "SUCCESS": 25,
+    "WARNING": 30,
+    "ERROR": 40,
+    "CRITICAL": 50,
+}
+LEVELS = tuple(LEVEL_NUMBERS)
+# Other names of them: Python logging's, and NOTSET (0: everything).
+LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL", "NOTSET": "TRACE"}
+DEFAULT_LEVEL = "INFO"
+_LEVEL_CHOICES = "TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR, CRITICAL or a number up to 50"
 Format = Literal["text", "json"]
 
 # Colour of each part of a text line, as loguru markup tags; "mono" has none.
@@ -77,6 +90,14 @@ class _Settings:
 
 
 _settings = _Settings()
+
+
+def settings() -> _Settings:
+    """The settings ``configure_logging`` made (level, format, theme, colour, its sink)."""
+    return _settings
+
+
+_warned_levels: set[str] = set()  # unknown LOG_LEVEL values already reported
 _LOGURU_DEFAULT = 0  # the id of the stderr sink loguru starts with
 PACKAGE = __name__.partition(".")[0]  # every record of nanogpt's comes from this module
 _loguru.disable(PACKAGE)  # until configure_logging: a library is silent unless asked
@@ -93,17 +114,24 @@ def configure_logging(
     """Route log records to stderr.
 
     ``level`` wins over ``verbose`` (DEBUG) and ``quiet`` (WARNING), which win over
-    ``$LOG_LEVEL``; ``json_lines`` wins over ``$LOG_FORMAT``. ``theme`` is ``dark`` (the
-    default), ``light`` or ``mono``; colours are used only on a terminal and without
-    ``$NO_COLOR``.
+    ``$LOG_LEVEL``; ``json_lines`` wins over ``$LOG_FORMAT``. A level is any name or number
+    of ``level_name``; an unknown ``level`` is an error, an unknown ``$LOG_LEVEL`` a warning
+    (and INFO). ``theme`` is ``dark`` (the default), ``light`` or ``mono``; colours are used
+    only on a terminal and without ``$NO_COLOR``.
     """
     if quiet and verbose:
         raise ConfigError("give --quiet or --verbose, not both")
     chosen = level or ("DEBUG" if verbose else "WARNING" if quiet else None)
-    name = (chosen or os.environ.get("LOG_LEVEL") or "INFO").upper()
-    if name not in LEVELS:
-        where = "level" if chosen else "LOG_LEVEL"
-        raise ConfigError(f"{where} {name!r} is not a log level; use {', '.join(LEVELS)}")
+    unknown = None  # a $LOG_LEVEL that is no level: reported once logging is set up
+    if chosen:
+        name = level_name(chosen)
+        if name is None:
+            raise ConfigError(f"level {chosen!r} is not a log level; use {_LEVEL_CHOICES}")
+    else:
+        raw = os.environ.get("LOG_LEVEL", "").strip()
+        name = level_name(raw) if raw else DEFAULT_LEVEL
+        if name is None:
+            unknown, name = raw, DEFAULT_LEVEL
     if json_lines is None:
         fmt = (os.environ.get("LOG_FORMAT") or "text").lower()
         if fmt not in ("text", "json"):
@@ -113,7 +141,7 @@ def configure_logging(
     theme = theme or "dark"
     if theme not in THEMES:
         raise ConfigError(f"theme {theme!r} is not a theme; use {', '.join(THEMES)}")
-    if _rank() > 0 and LEVELS.index(name) < LEVELS.index("ERROR"):
+    if _rank() > 0 and LEVEL_NUMBERS[name] < LEVEL_NUMBERS["ERROR"]:
         name = "ERROR"  # the other ranks would repeat rank 0's lines
     _settings.level, _settings.format, _settings.theme = name, fmt, theme  # type: ignore[assignment]
     _settings.color = fmt == "text" and theme != "mono" and color_wanted()
@@ -130,6 +158,24 @@ def configure_logging(
         _settings.handler = _loguru.add(
             _Stderr(), level=name, format=_text_format, colorize=_settings.color
         )
+    if unknown is not None and unknown not in _warned_levels:
+        _warned_levels.add(unknown)  # once per process, however often this is called
+        get_logger(__name__).warning(
+            f"LOG_LEVEL={unknown!r} is not a log level; using {DEFAULT_LEVEL} "
+            f"(use {_LEVEL_CHOICES})"
+        )
+
+
+def level_name(value: str | int) -> str | None:
+    """The loguru level that ``value`` names, or None: a name of loguru's or Python
+    logging's in any case (``warn``, ``Fatal``), or a number from 0 to 50 (``10``, ``30``;
+    one between levels counts as the next level up). ``LEVELS`` holds the names returned."""
+    text = str(value).strip().upper()
+    if text.isdigit():
+        number = int(text)
+        return next((name for name, at in LEVEL_NUMBERS.items() if number <= at), None)
+    text = LEVEL_ALIASES.get(text, text)
+    return text if text in LEVEL_NUMBERS else None
 
 
 def get_logger(name: str) -> Logger:
@@ -227,7 +273,7 @@ def _text_format(record: Mapping[str, Any]) -> str:
         return f"<{color}>{text}</{color}>" if color else text
 
     line = tag("time", "{time:HH:mm:ss}") + " "
-    if level == "DEBUG":
+    if level in ("TRACE", "DEBUG"):
         line += tag("debug", "{message}")
     elif level in ("WARNING", "ERROR", "CRITICAL"):
         part = "warning" if level == "WARNING" else "error"
@@ -278,7 +324,7 @@ def output_format() -> Format:
 
 
 def current_level() -> str:
-    """The level records are shown from now (``DEBUG`` ... ``ERROR``)."""
+    """The level records are shown from now (one of ``LEVELS``: ``TRACE`` ... ``CRITICAL``)."""
     return _settings.level
 
 
@@ -306,7 +352,8 @@ def _number(value: float | int | None) -> str:
     return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4g}"
 
 
-def _console(width: int | None = None) -> Any:
+def console(width: int | None = None) -> Any:
+    """A rich console on stderr, coloured as the logging settings say."""
     from rich.console import Console
 
     return Console(
@@ -319,9 +366,9 @@ def _console(width: int | None = None) -> Any:
 
 
 def _render(renderable: Any) -> str:
-    console = _console()
-    with console.capture() as capture:
-        console.print(renderable)
+    out = console()
+    with out.capture() as capture:
+        out.print(renderable)
     return capture.get().rstrip("\n")
 
 
@@ -330,151 +377,3 @@ def _rule(title: str) -> str:
 
     color = THEMES[_settings.theme].get("rule")
     return _render(Rule(title, style=color or "none", align="left"))
-
-
-# -- progress --------------------------------------------------------------------------------
-
-
-class Progress(Protocol):
-    """A long operation's progress; ``live`` says whether a bar is on screen."""
-
-    live: bool
-
-    def advance(self, amount: float = 1) -> None: ...
-
-    def update(self, completed: float | None = None, total: float | None = None) -> None: ...
-
-    def describe(self, text: str) -> None: ...
-
-    def status(self, text: str) -> None: ...
-
-
-class _Bar:
-    """A task of the live rich display."""
-
-    live = True
-
-    def __init__(self, display: Any, task: Any) -> None:
-        self._display, self._task = display, task
-
-    def advance(self, amount: float = 1) -> None:
-        self._display.advance(self._task, amount)
-
-    def update(self, completed: float | None = None, total: float | None = None) -> None:
-        self._display.update(self._task, completed=completed, total=total)
-
-    def describe(self, text: str) -> None:
-        self._display.update(self._task, description=text)
-
-    def status(self, text: str) -> None:
-        self._display.update(self._task, status=text)
-
-
-class _Lines:
-    """Progress as a log line every ``every`` seconds (never, if None): a log file gets a
-    few lines for long work and none for short work."""
-
-    live = False
-
-    def __init__(
-        self, label: str, total: float | None, unit: str, every: float | None, log: Logger
-    ) -> None:
-        self.label, self.total, self.unit, self.every, self._log = label, total, unit, every, log
-        self.completed = 0.0
-        self._status = ""
-        self._next = time.monotonic() + every if every is not None else math.inf
-
-    def advance(self, amount: float = 1) -> None:
-        self.completed += amount
-        self._maybe_report()
-
-    def update(self, completed: float | None = None, total: float | None = None) -> None:
-        if completed is not None:
-            self.completed = completed
-        if total is not None:
-            self.total = total
-        self._maybe_report()
-
-    def describe(self, text: str) -> None:
-        self.label = text
-        self._maybe_report()
-
-    def status(self, text: str) -> None:
-        self._status = text
-
-    def _maybe_report(self) -> None:
-        now = time.monotonic()
-        if now < self._next:
-            return
-        assert self.every is not None
-        self._next = now + self.every
-        fields = {"status": self._status} if self._status else {}
-        self._log.progress(self.label, self.completed, self.total, self.unit, **fields)
-
-
-_live: Any = None  # the rich Progress on screen, which nested operations add their tasks to
-_progress_log = get_logger(__name__)
-
-
-@contextmanager
-def progress(
-    label: str,
-    total: float | None = None,
-    unit: str = "",
-    every: float | None = 30.0,
-    show: bool = True,
-) -> Iterator[Progress]:
-    """A live progress bar on stderr, when it is a terminal and logs are text at INFO or
-    below (and ``show``); otherwise a log line every ``every`` seconds (``None``: no lines).
-    ``unit`` is ``bytes`` for transfers (sizes and rates), else a word shown after the count.
-
-    An operation inside another (an evaluation inside training) adds its bar below the
-    outer one.
-    """
-    global _live
-    show = (
-        show
-        and _settings.handler is not None  # the library alone draws nothing either
-        and sys.stderr.isatty()
-        and _settings.format == "text"
-        and LEVELS.index(_settings.level) <= LEVELS.index("INFO")
-    )
-    if not show:
-        yield _Lines(label, total, unit, every, _progress_log)
-        return
-    if _live is not None:
-        task = _live.add_task(label, total=total, status="", unit=unit)
-        try:
-            yield _Bar(_live, task)
-        finally:
-            _live.remove_task(task)
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        MofNCompleteColumn,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-    from rich.progress import Progress as RichProgress
-
-    # Descriptions hold file names: shown as they are, never read as rich markup.
-    columns: list[Any] = [TextColumn("{task.description}", markup=False), BarColumn(20)]
-    if unit == "bytes":
-        columns += [DownloadColumn(), TransferSpeedColumn()]
-    else:
-        columns += [MofNCompleteColumn(), TextColumn("{task.fields[unit]}", markup=False)]
-    columns += [
-        TextColumn("{task.fields[status]}", markup=False),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    ]
-    # A few refreshes a second: each one is drawn while holding the GIL.
-    display = RichProgress(*columns, console=_console(), transient=True, refresh_per_second=4)
-    with display:
-        _live = display
-        try:
-            yield _Bar(display, display.add_task(label, total=total, status="", unit=unit))
-        finally:
-            _live = None

@@ -23,6 +23,15 @@ def data_root(data_dir: str | Path | None = None) -> Path:
     return platformdirs.user_data_path(APP_NAME) / "datasets"
 
 
+def data_root_origin(data_dir: str | Path | None = None) -> str:
+    """How ``data_root(data_dir)`` was chosen, for messages that name the directory."""
+    if data_dir:
+        return "set by --data-dir"
+    if os.environ.get(DATA_DIR_ENV):
+        return f"set by ${DATA_DIR_ENV}"
+    return f"the default; choose another with --data-dir or ${DATA_DIR_ENV}"
+
+
 def cache_root() -> Path:
     """Where downloads are cached: ``$NANOGPT_CACHE_DIR``, else the user cache dir."""
     env = os.environ.get(CACHE_DIR_ENV)
@@ -48,9 +57,14 @@ def user_presets_dir() -> Path:
     return config_root() / "presets"
 
 
+def is_dataset_path(dataset: str) -> bool:
+    """Whether ``--dataset`` names a folder (``./d``, ``/data/d``) rather than a dataset of
+    the data directory."""
+    return os.sep in dataset or bool(os.altsep and os.altsep in dataset) or dataset.startswith(".")
+
+
 def dataset_dir(dataset: str, data_dir: str | Path | None = None) -> Path:
     """A dataset's directory: ``dataset`` itself if it is a path, else ``data_root()/dataset``."""
-    as_path = Path(dataset).expanduser()
-    if os.sep in dataset or (os.altsep and os.altsep in dataset) or dataset.startswith("."):
-        return as_path
+    if is_dataset_path(dataset):
+        return Path(dataset).expanduser()
     return data_root(data_dir) / dataset

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .config.dtypes import dtype_name
 from .errors import DeviceError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -68,7 +69,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on CUDA where supported, else fp16; fp32 on CPU and MPS."""
+    """``auto``: bf16 on CUDA where supported, else fp16; fp32 on CPU and MPS. Any spelling
+    of config.dtypes is accepted (``bf16``, ``bfloat16``)."""
+    name = dtype_name(name)
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if _native_bf16(device) else torch.float16
@@ -100,6 +103,14 @@ def use_compile(requested: bool | None, device: torch.device) -> bool:
     if requested is None:
         return device.type == "cuda"
     return requested
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timer measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:

@@ -28,7 +28,7 @@ import torch
 
 from .checkpoint import model_from_checkpoint, read_pretrained
 from .data.tokenizer import Tokenizer, tokenizer_from_dict
-from .errors import ConfigError, first_line
+from .errors import ConfigError, DatasetError, first_line
 from .log import get_logger
 from .model import GPT
 from .runtime import resolve_device, resolve_dtype
@@ -404,3 +404,27 @@ class Sampler:
             vocab_size=self.tokenizer.vocab_size,
             compile=compile,
         )
+
+
+def sample_of_run(
+    out_dir: str | Path,
+    *,
+    device: str = "auto",
+    seed: int = 1337,
+    cpu_kernels: str | None = None,
+    max_new_tokens: int | None = None,
+) -> str:
+    """A short sample from the checkpoint in ``out_dir``, what ``nanogpt train`` shows when
+    a run ends: from a newline, 200 characters of a character vocabulary or 100 tokens of
+    another, at the default temperature and top-k."""
+    sampler = Sampler.from_checkpoint(out_dir, device=device, cpu_kernels=cpu_kernels)
+    tokenizer = sampler.tokenizer
+    if max_new_tokens is None:
+        max_new_tokens = 200 if getattr(tokenizer, "kind", None) == "char" else 100
+    prompt = "\n"
+    try:
+        tokenizer.encode(prompt)
+    except DatasetError:  # a vocabulary without a newline starts from its first character
+        prompt = tokenizer.decode([0])
+    new = [int(tokens[0]) for tokens in sampler.stream(prompt, max_new_tokens, seed=seed)]
+    return prompt + tokenizer.decode(new)

@@ -30,3 +30,5 @@ class TrainResult:
     train_loss: float | None
     saved: bool
     seconds: float
+    tokens: int = 0  # trained on in this run (a resumed run counts from where it resumed)
+    sample: str | None = None  # a short sample from the model (``sample_at_end``)

@@ -39,6 +39,7 @@ TINY: dict[str, Any] = {
     "log_interval": 5,
     "device": "cpu",
     "compile": False,
+    "sample_at_end": False,
 }
 
 

@@ -5,11 +5,17 @@ optional bias, a fused ``c_attn`` projection, causal softmax attention, an MLP w
 exact ``nn.GELU()``, and the output layer tied to the token embedding. It shares no code
 with ``nanogpt_cli.model``, so a test that compares the two checks our model against
 nanoGPT's, not against itself.
+
+``load_nanogpt_model_py`` imports the original file itself, where a copy of nanoGPT is at
+hand (``../shared/reference/nanoGPT/model.py``); tests that use it skip without one.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -112,3 +118,20 @@ class NanoGPTReference(nn.Module):
             out.append(int(nxt))
             idx = torch.cat([idx, nxt], dim=1)
         return out
+
+
+NANOGPT_MODEL_PY = (
+    Path(__file__).resolve().parents[2] / "shared" / "reference" / "nanoGPT" / "model.py"
+)
+
+
+def load_nanogpt_model_py() -> ModuleType | None:
+    """The original nanoGPT ``model.py`` as a module (``GPT``, ``GPTConfig``), or None where
+    no copy of it is at hand."""
+    if not NANOGPT_MODEL_PY.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("nanogpt_original_model", NANOGPT_MODEL_PY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

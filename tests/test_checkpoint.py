@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import TINY, make_text
-from nanogpt_reference import NanoGPTReference
+from nanogpt_reference import NanoGPTReference, load_nanogpt_model_py
 
 from nanogpt_cli.checkpoint import (
     CONFIG_FILE,
@@ -172,6 +172,13 @@ def test_model_only_export_sizes_and_dtypes(unified: Path, tmp_path: Path) -> No
         expected = torch.float32 if dtype == "fp32" else torch.bfloat16
         assert all(t.dtype == expected for t in ckpt.weights().values())
     assert sizes["fp32"] <= 0.34 * full and sizes["bf16"] <= 0.17 * full
+    # the long spellings too, in any case
+    convert_checkpoint(unified, tmp_path / "f16", "model-only", dtype="Float16")
+    assert all(
+        t.dtype == torch.float16 for t in read_checkpoint(tmp_path / "f16").weights().values()
+    )
+    with pytest.raises(ConfigError, match=r"unknown dtype 'auto'; use fp32\|float32"):
+        convert_checkpoint(unified, tmp_path / "x", "model-only", dtype="auto")
     # bf16 weights still load into a float32 model, close to the original
     a, _ = model_from_checkpoint(read_checkpoint(unified))(torch.arange(16)[None])
     b, _ = model_from_checkpoint(read_checkpoint(tmp_path / "bf16"))(torch.arange(16)[None])
@@ -278,8 +285,9 @@ def _umask() -> int:
 
 def test_info_describes_a_checkpoint(unified: Path) -> None:
     info = checkpoint_info(unified)
-    assert info["format"] == "unified" and info["written by"] == "nanogpt"
-    assert info["iteration"] == 20 and info["optimizer state"] is True
+    assert info["format"] == "unified" and info["written_by"] == "nanogpt"
+    assert info["iteration"] == 20 and info["optimizer_state"] is True
+    assert all(key.isidentifier() for key in info)  # as `info --json` shows them
     assert info["dtype"] == "float32" and info["tokenizer"].startswith("characters")
     model = model_from_checkpoint(read_checkpoint(unified))
     assert info["parameters"] == sum(p.numel() for p in model.parameters())
@@ -419,6 +427,154 @@ def test_meta_pkl_is_found_where_nanogpt_looks_or_given(
     with pytest.raises(Exception, match="--meta"):
         Sampler.from_checkpoint(path, device="cpu")
     assert read_checkpoint(path, meta=data_meta).tokenizer is not None
+
+
+# -- nanoGPT's exact GELU in unified exports --------------------------------------------------
+
+
+def separated_model(folder: Path, activation: str) -> Path:
+    """A separated checkpoint of a tiny model with ``activation``, its MLP inputs wide enough
+    (a few units) for the exact and tanh GELU to give different logits."""
+    from nanogpt_cli.checkpoint import Checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    shape: dict[str, Any] = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=9)
+    cfg = ModelConfig(**shape, bias=True, activation=activation)
+    model = GPT(cfg)
+    for block in model.transformer.h:
+        torch.nn.init.normal_(block.mlp.c_fc.weight, std=0.5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.arange(8)[None])[0].square().mean().backward()
+    optimizer.step()
+    ckpt = Checkpoint(
+        model_config=cfg,
+        tokenizer={"kind": "char", "chars": "\n !:ABCab"},
+        _weights=model.state_dict(),
+        _optimizer={"optimizer": optimizer.state_dict(), "scaler": {}},
+    )
+    save_checkpoint(ckpt, folder, "separated")
+    return folder
+
+
+def verify_input(vocab_size: int, block_size: int) -> torch.Tensor:
+    """The fixed token ids ``--verify`` runs both sides on."""
+    from nanogpt_cli.checkpoint.convert import VERIFY_BATCH, VERIFY_SEED, VERIFY_TOKENS
+
+    generator = torch.Generator().manual_seed(VERIFY_SEED)
+    shape = (VERIFY_BATCH, min(block_size, VERIFY_TOKENS))
+    return torch.randint(0, vocab_size, shape, generator=generator)
+
+
+def test_tanh_model_exported_to_unified_warns_once_and_verifies_as_nanogpt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nanogpt_cli.log import configure_logging
+
+    src = separated_model(tmp_path / "tanh", "gelu_tanh")
+    configure_logging()  # onto the captured stderr
+    result = convert_checkpoint(src, tmp_path / "u" / "ckpt.pt", "unified", verify=True)
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "nanoGPT's model.py" in line]
+    assert len(warnings) == 1 and "warning:" in warnings[0]
+    assert "'gelu_tanh'" in warnings[0] and "--activation gelu" in warnings[0]
+    assert result.verified_as is not None and "nanoGPT's model.py" in result.verified_as
+    # the difference nanoGPT's scripts will see, and a file that is exact apart from it
+    assert result.max_abs_diff is not None and 1e-5 < result.max_abs_diff < 1e-2
+    assert result.file_diff is not None and result.file_diff < 1e-5
+    # the same number from nanoGPT's computation written independently of ours
+    payload = torch.load(tmp_path / "u" / "ckpt.pt", weights_only=True)
+    args = {k: v for k, v in payload["model_args"].items() if k != "dropout"}
+    reference = NanoGPTReference(**args)
+    reference.load_state_dict(payload["model"], strict=True)
+    idx = verify_input(args["vocab_size"], args["block_size"])
+    with torch.no_grad():
+        ours, _ = model_from_checkpoint(read_checkpoint(src))(idx)
+        expected = (ours - reference.eval()(idx)).abs().max().item()
+    assert result.max_abs_diff == pytest.approx(expected, abs=1e-6)
+    # nanogpt's own loader keeps the activation
+    assert read_checkpoint(tmp_path / "u" / "ckpt.pt").model_config.activation == "gelu_tanh"
+
+
+def test_exact_gelu_model_exports_to_unified_without_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nanogpt_cli.log import configure_logging
+
+    src = separated_model(tmp_path / "exact", "gelu")
+    configure_logging()
+    result = convert_checkpoint(src, tmp_path / "u", "unified", verify=True)
+    assert "nanoGPT's model.py" not in capsys.readouterr().err
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-6
+    assert result.file_diff is not None and result.file_diff < 1e-6
+
+
+def test_unified_training_warns_once_for_a_tanh_model(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nanogpt_cli.log import configure_logging
+
+    configure_logging()
+    run(data_root, tmp_path / "out", max_iters=10, eval_interval=5, save_format="unified")
+    err = capsys.readouterr().err
+    assert err.count("saved unified checkpoint") >= 2  # two saves, one warning
+    assert err.count("nanoGPT's model.py always uses the exact GELU") == 1
+
+
+def test_verify_cli_of_a_tanh_unified_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nanogpt_cli.checkpoint.convert as convert_module
+
+    src = separated_model(tmp_path / "tanh", "gelu_tanh")
+
+    def cli(dst: Path) -> tuple[int, str, str]:
+        try:
+            main(["convert", "separated-to-unified", str(src), str(dst), "--verify"])
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = cli(tmp_path / "ok")
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("verify:")]
+    assert len(lines) == 2 and "target run as nanoGPT's model.py (exact GELU)" in lines[0]
+    assert float(lines[0].split("difference ")[1].split()[0]) > 1e-5
+    assert lines[1].startswith("verify: max abs logit difference 0 apart from the activation")
+    # a file nanoGPT would read wrongly still fails verification, tanh model or not
+    reading = convert_module.nanogpt_reading
+
+    def misread(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+        cfg, state = reading(path)
+        cfg.n_head = 1
+        return cfg, state
+
+    monkeypatch.setattr(convert_module, "nanogpt_reading", misread)
+    code, _, err = cli(tmp_path / "bad")
+    assert code == 1 and "verification failed" in err
+
+
+def test_verify_matches_the_original_nanogpt_model_py(tmp_path: Path) -> None:
+    """The number --verify reports for a unified export is what nanoGPT's own model.py
+    computes from the file (as its sample.py loads it)."""
+    original = load_nanogpt_model_py()
+    if original is None:
+        pytest.skip("no copy of nanoGPT's model.py in ../shared/reference/nanoGPT")
+    src = separated_model(tmp_path / "tanh", "gelu_tanh")
+    result = convert_checkpoint(src, tmp_path / "u", "unified", verify=True)
+    checkpoint = torch.load(tmp_path / "u" / "ckpt.pt", weights_only=True)
+    model = original.GPT(original.GPTConfig(**checkpoint["model_args"]))
+    state = {k.removeprefix("_orig_mod."): v for k, v in checkpoint["model"].items()}
+    model.load_state_dict(state)
+    args = checkpoint["model_args"]
+    idx = verify_input(args["vocab_size"], args["block_size"])
+    with torch.no_grad():
+        theirs, _ = model.eval()(idx, targets=idx)  # with targets: logits at every position
+        ours, _ = model_from_checkpoint(read_checkpoint(src))(idx)
+    expected = (ours - theirs).abs().max().item()
+    assert expected > 1e-5
+    assert result.max_abs_diff == pytest.approx(expected, abs=1e-6)
 
 
 # -- pickle safety -----------------------------------------------------------------------------
@@ -638,6 +794,18 @@ def test_convert_cli_and_alias(
     assert "wrote separated checkpoint" in out and "max abs logit difference 0" in out
     code, out, _ = cli("convert", "info", str(tmp_path / "s"))
     assert code == 0 and "format: separated" in out and "iteration: 20" in out
+    assert "written by: nanogpt" in out and "best val loss: " in out  # text: words
+    code, out, _ = cli("convert", "info", str(tmp_path / "s"), "--json")
+    info = json.loads(out)
+    assert code == 0 and info["written_by"] == "nanogpt" and info["optimizer_state"] is True
+    assert "best_val_loss" in info and all(key.isidentifier() for key in info)
+    # every spelling of a dtype: bfloat16 as bf16
+    code, out, err = cli(
+        "convert", "to-model-only", str(unified), str(tmp_path / "b"), "--dtype", "bfloat16"
+    )
+    assert code == 0, err
+    weights = read_checkpoint(tmp_path / "b").weights().values()
+    assert all(t.dtype == torch.bfloat16 for t in weights)
     code, _, err = cli("convert", "unified-to-separated", str(unified), str(tmp_path / "s"))
     assert code == 1 and err.startswith("error: ") and "--force" in err and err.count("\n") == 1
     code, _, err = cli(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+import itertools
 import os
 import subprocess
 import sys
@@ -131,9 +133,12 @@ def test_train_help_lists_every_option_with_type_and_default() -> None:
     lines = result.stdout.splitlines()
     for spec in option_specs():
         # option rows of the help panels start with the panel border
-        line = next((ln for ln in lines if ln.startswith(f"│ {spec.flag} ")), None)
-        assert line is not None, f"{spec.flag} missing from train --help"
-        assert "[default:" in line, f"{spec.flag} shows no default"
+        at = next((i for i, ln in enumerate(lines) if ln.startswith(f"│ {spec.flag} ")), None)
+        assert at is not None, f"{spec.flag} missing from train --help"
+        line = lines[at]
+        # the row's help may go on below its first line
+        rest = itertools.takewhile(lambda ln: ln.startswith("│   "), lines[at + 1 :])
+        assert "[default:" in " ".join([line, *rest]), f"{spec.flag} shows no default"
         # a type: a metavar, a list of choices, or a boolean switch's --no- form
         types = ("<int>", "<float>", "<str>", "|", "--no-" + spec.flag[2:])
         assert any(t in line for t in types), spec.flag
@@ -141,8 +146,111 @@ def test_train_help_lists_every_option_with_type_and_default() -> None:
         assert f"─ {title} " in result.stdout
     # The shown defaults are those of the default preset.
     assert (
-        next(ln for ln in lines if ln.startswith("│ --batch-size ")).rstrip(" │").endswith("(64)]")
+        next(ln for ln in lines if ln.startswith("│ --batch-size ")).rstrip(" │").endswith(": 64]")
     )
+    # help text is shown as written: brackets are not read as markup
+    assert "pip install 'nanogpt-cli[tensorboard]'" in result.stdout
+
+
+def _commands() -> list[tuple[list[str], Any]]:
+    """Every visible command and group, with its words after `nanogpt`."""
+    from typer.main import get_command
+
+    found = []
+
+    def walk(cmd: Any, words: list[str]) -> None:
+        found.append((words, cmd))
+        for name in cmd.list_commands(None) if hasattr(cmd, "list_commands") else ():
+            sub = cmd.get_command(None, name)
+            if sub is not None and not sub.hidden:
+                walk(sub, [*words, name])
+
+    walk(get_command(app), [])
+    return found
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_every_help_fits_narrow_terminals_without_cutting_option_names(columns: int) -> None:
+    commands = _commands()
+    assert len(commands) > 20  # the root, the commands, the groups' subcommands
+    for words, cmd in commands:
+        result = runner.invoke(
+            app, [*words, "--help"], env={"COLUMNS": str(columns), "NO_COLOR": "1"}
+        )
+        assert result.exit_code == 0, words
+        out = result.stdout
+        assert "…" not in out, words
+        boxed = [ln for ln in out.splitlines() if ln and ln[0] in "╭│╰"]
+        assert boxed and {len(ln) for ln in boxed} == {columns}, words
+        shown = set(out.replace("│", " ").split())
+        for param in cmd.params:
+            if getattr(param, "hidden", False):
+                continue
+            for name in (*param.opts, *param.secondary_opts):
+                assert name in shown, f"{' '.join(words)} --help at {columns} columns cuts {name}"
+    # every option keeps its type and default, if on its own line
+    out = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "80", "NO_COLOR": "1"}).stdout
+    assert out.count("[default:") >= len([s for s in option_specs() if s.default is not None])
+    assert "--always-save-checkpoint / --no-always-save-checkpoint" in out
+    assert "separated|unified|model-only" in out and "auto|fp32|bf16|fp16" in out
+
+
+def test_help_text_is_never_read_as_markup() -> None:
+    import typer
+
+    from nanogpt_cli.cli.roothelp import HelpCommand
+
+    demo = typer.Typer()
+
+    @demo.command(cls=HelpCommand)
+    def cmd(
+        extra: str = typer.Option("x", help="pip install 'pkg[extra]'; [bold]not bold[/bold]"),
+    ) -> None:
+        """Runs [red]as written[/red], [link]."""
+
+    result = runner.invoke(demo, ["--help"], env=WIDE)
+    assert result.exit_code == 0
+    assert "pip install 'pkg[extra]'; [bold]not bold[/bold]" in result.stdout
+    assert "Runs [red]as written[/red], [link]." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("spelling", "name"),
+    [
+        ("fp32", "float32"),
+        ("float32", "float32"),
+        ("bf16", "bfloat16"),
+        ("BFloat16", "bfloat16"),
+        ("fp16", "float16"),
+        ("float16", "float16"),
+        ("auto", "auto"),
+    ],
+)
+def test_every_dtype_option_takes_every_spelling(spelling: str, name: str) -> None:
+    takers = []
+    for words, cmd in _commands():
+        if not any("--dtype" in p.opts for p in cmd.params):
+            continue
+        takers.append(" ".join(words))
+        required = [f"x{i}" for i, p in enumerate(cmd.params) if p.required]
+        help_text = next(p.help for p in cmd.params if "--dtype" in p.opts)
+        assert "fp32|float32, bf16|bfloat16 or fp16|float16" in help_text, words
+        if name == "auto" and "convert-checkpoint" in words:  # an export has a real dtype
+            with pytest.raises(Exception, match="unknown dtype 'auto'"):
+                cmd.make_context(" ".join(words), [*required, "--dtype", spelling])
+            continue
+        ctx = cmd.make_context(" ".join(words), [*required, "--dtype", spelling])
+        assert ctx.params["dtype"] == name, words
+    assert {
+        "train",
+        "finetune",
+        "sample",
+        "eval",
+        "bench",
+        "bench sample",
+        "convert-checkpoint to-model-only",
+        "convert-checkpoint from-hf",
+    } <= set(takers)
 
 
 @pytest.fixture
@@ -183,6 +291,19 @@ def test_flags_override_config_file_and_preset(tmp_path: Path, captured: list[Tr
     assert (cfg.data.batch_size, cfg.optim.max_iters, cfg.model.n_embd) == (20, 9, 128)
 
 
+def test_lr_decay_below_warmup_trains_with_a_warning(
+    captured: list[TrainConfig],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("nanogpt_cli.config.resolve._warned", set())  # none given yet
+    # the preset warms up for 100 steps; nanoGPT's schedule then holds min_lr
+    status, _, err = run_main(["train", "--max-iters", "20", "--lr-decay-iters", "20"], capsys)
+    assert status == 0, err
+    assert (captured[0].optim.warmup_iters, captured[0].optim.lr_decay_iters) == (100, 20)
+    assert err.count("--lr-decay-iters (20) is below --warmup-iters (100)") == 1
+
+
 def test_no_flags_trains_the_default_preset(captured: list[TrainConfig]) -> None:
     assert runner.invoke(app, ["train"]).exit_code == 0
     assert captured[0].model.n_embd == 384 and captured[0].data.dataset == "shakespeare-char"
@@ -197,7 +318,7 @@ def test_no_flags_trains_the_default_preset(captured: list[TrainConfig]) -> None
         (["train", "--n-embd", "100", "--batch-size", "0"], 2, "must be divisible by --n-head"),
         (["train", "--device", "tpu"], 2, "unknown device 'tpu'"),
         (["frobnicate"], 2, "No such command"),
-        (["sample", "--dtype", "fp16"], 2, "'--dtype'"),
+        (["sample", "--dtype", "fp64"], 2, "'--dtype'"),
         (["sample", "--device", "tpu"], 2, "unknown device 'tpu'"),
     ],
 )
@@ -213,12 +334,11 @@ def test_user_errors_are_one_line(
 def test_missing_dataset_error_names_prepare_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, _, err = run_main(
-        ["train", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "o"), "--device", "cpu"],
-        capsys,
-    )
+    # (shakespeare-char and shakespeare are prepared on first use; openwebtext never is)
+    args = ["train", "--dataset", "openwebtext", "--data-dir", str(tmp_path)]
+    status, _, err = run_main([*args, "--out-dir", str(tmp_path / "o"), "--device", "cpu"], capsys)
     assert status == 1 and err.count("\n") == 1
-    assert f"run `nanogpt prepare shakespeare-char --data-dir {tmp_path}`" in err
+    assert f"run `nanogpt prepare openwebtext --data-dir {tmp_path}`" in err
 
 
 def test_missing_checkpoint_says_where_it_looked(
@@ -239,7 +359,11 @@ def test_debug_variable_shows_the_traceback(
 
 
 def test_prepare_train_sample_end_to_end(
-    tmp_path: Path, corpus: Path, tiny_options: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    corpus: Path,
+    tiny_options: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = tmp_path / "cli-data"
     status, _, err = run_main(
@@ -249,7 +373,7 @@ def test_prepare_train_sample_end_to_end(
     options = dict(tiny_options, data_dir=str(data), max_iters=20)
     status, _, err = run_main(["train", *as_flags(options)], capsys)
     assert status == 0, err
-    assert "eval at iter 20" in err and "done: iteration 20" in err
+    assert "eval at iter 20" in err and "iteration 20, 2,560 tokens" in err
 
     args = [
         "sample",
@@ -284,6 +408,11 @@ def test_prepare_train_sample_end_to_end(
         capsys,
     )
     assert status == 0 and out.count("---------------") == 2 and out.count("JULIET:") == 3
+    # --start -: the prompt from standard input
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"JULIET:")))
+    sample_args = ["sample", "--checkpoint", options["out_dir"], "--max-new-tokens", "10"]
+    status, out, _ = run_main([*sample_args, "--start", "-", "--temperature", "0"], capsys)
+    assert status == 0 and out.startswith("JULIET:") and len(out) == len("JULIET:") + 11
 
     status, _, err = run_main(
         ["sample", "--out-dir", options["out_dir"], "--start", f"FILE:{tmp_path / 'nope.txt'}"],
@@ -298,6 +427,21 @@ def test_prepare_train_sample_end_to_end(
         ["sample", "--out-dir", options["out_dir"], "--temperature", "-1"], capsys
     )
     assert status == 2 and "--temperature must not be negative" in err
+
+
+def test_start_dash_reads_the_prompt_from_standard_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nanogpt_cli.cli.sample import _read_prompt
+    from nanogpt_cli.errors import ConfigError
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("ROMEO: ¿qué?\n".encode())))
+    assert _read_prompt("-") == "ROMEO: ¿qué?\n"
+    assert _read_prompt("a - b") == "a - b" and _read_prompt("--") == "--"  # text as given
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe")))
+    with pytest.raises(ConfigError, match="--start -: standard input is not UTF-8"):
+        _read_prompt("-")
+    monkeypatch.setattr(sys, "stdin", None)
+    with pytest.raises(ConfigError, match="no standard input"):
+        _read_prompt("-")
 
 
 def test_console_script_is_installed() -> None:

@@ -137,9 +137,48 @@ def test_config_file_missing_or_invalid(tmp_path: Path) -> None:
         build_config(config_file=bad)
 
 
-def test_lr_decay_must_not_end_before_warmup() -> None:
-    with pytest.raises(ConfigError, match="--lr-decay-iters"):
-        build_config(overrides={"warmup_iters": 100, "lr_decay_iters": 50})
+def test_lr_decay_before_warmup_is_accepted_with_a_warning(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nanogpt_cli.config.validate import config_warnings
+    from nanogpt_cli.log import configure_logging
+
+    monkeypatch.setattr("nanogpt_cli.config.resolve._warned", set())  # none given yet
+    configure_logging()
+    capsys.readouterr()
+    cfg = build_config(overrides={"warmup_iters": 97, "lr_decay_iters": 43})
+    assert (cfg.optim.warmup_iters, cfg.optim.lr_decay_iters) == (97, 43)
+    (warning,) = config_warnings(cfg)
+    assert "--lr-decay-iters (43) is below --warmup-iters (97)" in warning
+    assert "stays at --min-lr" in warning
+    err = capsys.readouterr().err
+    assert err.count("is below --warmup-iters") == 1 and "warning:" in err
+    build_config(overrides={"warmup_iters": 97, "lr_decay_iters": 43})  # built again
+    assert "is below" not in capsys.readouterr().err  # one warning per process
+    # no warning where the schedule decays as asked, or does not decay at all
+    assert config_warnings(build_config(overrides={"warmup_iters": 50})) == []
+    off = {"warmup_iters": 100, "lr_decay_iters": 50, "decay_lr": False}
+    assert config_warnings(build_config(overrides=off)) == []
+
+
+def test_dtype_takes_every_spelling(tmp_path: Path) -> None:
+    for spelling, name in [
+        ("fp32", "float32"),
+        ("float32", "float32"),
+        ("BF16", "bfloat16"),
+        ("bfloat16", "bfloat16"),
+        ("fp16", "float16"),
+        ("Float16", "float16"),
+        ("auto", "auto"),
+    ]:
+        assert build_config(overrides={"dtype": spelling}).system.dtype == name
+        config = tmp_path / "c.toml"
+        config.write_text(f'[system]\ndtype = "{spelling}"\n')
+        assert build_config(config_file=config).system.dtype == name
+        # a saved run's options (resume) are read the same way
+        assert build_config(None, base={"system": {"dtype": spelling}}).system.dtype == name
+    with pytest.raises(ConfigError, match=r"expected one of auto, float32.*\(or fp32, bf16"):
+        build_config(overrides={"dtype": "fp64"})
 
 
 def test_validate_catches_wrong_types_set_from_python() -> None:

@@ -2,21 +2,27 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
 import json
+import re
+import socket
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINYSHAKESPEARE, make_text
+from conftest import GPT2_BPE_CACHE_NAMES, TINYSHAKESPEARE, make_text
 
 from nanogpt_cli.data import download as download_mod
 from nanogpt_cli.data.dataset import open_dataset
+from nanogpt_cli.data.first_use import open_or_prepare
 from nanogpt_cli.data.loader import BatchLoader, fixed_windows
-from nanogpt_cli.data.prepare import prepare_shakespeare_char
-from nanogpt_cli.data.tokenizer import CharTokenizer, tokenizer_from_dict
+from nanogpt_cli.data.prepare import TINYSHAKESPEARE_URL, prepare_shakespeare_char
+from nanogpt_cli.data.tokenizer import CharTokenizer, TiktokenTokenizer, tokenizer_from_dict
 from nanogpt_cli.errors import DatasetError
 
 
@@ -180,3 +186,175 @@ def test_char_tokenizer_round_trip_and_unknown_char() -> None:
     assert tokenizer_from_dict(tok.to_dict()).itos == tok.itos
     with pytest.raises(DatasetError, match="not in this model's vocabulary"):
         tok.encode("xyz")
+
+
+# -- first use: built-in datasets prepared when opened, downloads retried ----------------
+
+
+class FakeResponse(io.BytesIO):
+    """What urlopen returns: a readable body with headers, usable as a context manager."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body)
+        self.headers = {"Content-Length": str(len(body))}
+
+
+def fake_urlopen(monkeypatch: pytest.MonkeyPatch, *outcomes: BaseException | bytes) -> list[str]:
+    """Make urlopen raise or return each of ``outcomes`` in turn; the URLs asked for."""
+    asked: list[str] = []
+    pending = list(outcomes)
+
+    def urlopen(url: str, timeout: float | None = None) -> FakeResponse:
+        asked.append(url)
+        outcome = pending.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return FakeResponse(outcome)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(download_mod, "RETRY_DELAYS", (0.0, 0.0))
+    return asked
+
+
+def http_error(code: int) -> urllib.error.HTTPError:
+    return urllib.error.HTTPError("http://x", code, "oops", {}, None)  # type: ignore[arg-type]
+
+
+def test_first_use_prepares_a_builtin_dataset_from_the_url_variable(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("NANOGPT_SHAKESPEARE_URL", corpus.as_uri())
+    monkeypatch.setenv("NANOGPT_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    dataset = open_or_prepare("shakespeare-char", data)
+    err = capsys.readouterr().err
+    assert dataset.path == data / "shakespeare-char" and dataset.vocab_size == len(
+        set(corpus.read_text())
+    )
+    assert err.count("preparing it first") == 1 and "set by --data-dir" in err
+    assert f"sha256 {download_mod.sha256_of(corpus)}" in err  # logged, not checked
+    assert not (tmp_path / "cache").exists()  # a file:// URL is read where it is
+    open_or_prepare("shakespeare-char", data)  # prepared now: nothing to do
+    assert "preparing" not in capsys.readouterr().err
+    with pytest.raises(DatasetError, match="is not prepared"):  # only built-in datasets
+        open_or_prepare("novels", data)
+
+
+def test_the_main_process_prepares_while_the_others_wait(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NANOGPT_SHAKESPEARE_URL", corpus.as_uri())
+    events: list[str] = []
+
+    class Group:
+        def __init__(self, main: bool) -> None:
+            self.main = main
+
+        def barrier(self) -> None:
+            events.append(f"barrier main={self.main}")
+
+    data = tmp_path / "data"
+    with pytest.raises(DatasetError, match="is not prepared"):  # a non-main process: no prepare
+        open_or_prepare("shakespeare-char", data, Group(main=False))
+    assert events == ["barrier main=False"]
+    assert open_or_prepare("shakespeare-char", data, Group(main=True)).vocab_size > 0
+    assert events[1:] == ["barrier main=True"]
+    monkeypatch.setenv("NANOGPT_SHAKESPEARE_URL", (tmp_path / "gone.txt").as_uri())
+    with pytest.raises(DatasetError, match="NANOGPT_SHAKESPEARE_URL"):  # after the barrier
+        open_or_prepare("shakespeare", tmp_path / "other", Group(main=True))
+    assert events[2:] == ["barrier main=True"]
+    with pytest.raises(DatasetError, match="is not prepared"):  # not built in: no barrier
+        open_or_prepare("novels", data, Group(main=True))
+    assert len(events) == 3
+
+
+@pytest.mark.parametrize("how", ["no network", "missing file:// copy"])
+def test_offline_first_use_is_one_line_naming_source_and_url_variable(
+    how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NANOGPT_CACHE_DIR", str(tmp_path / "cache"))
+    if how == "no network":
+        monkeypatch.delenv("NANOGPT_SHAKESPEARE_URL", raising=False)
+        offline = urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+        asked = fake_urlopen(monkeypatch, offline)
+    else:
+        monkeypatch.setenv("NANOGPT_SHAKESPEARE_URL", (tmp_path / "nope.txt").as_uri())
+    with pytest.raises(DatasetError) as err:
+        open_or_prepare("shakespeare-char", tmp_path / "data")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "--source PATH" in message and "NANOGPT_SHAKESPEARE_URL" in message
+    assert f"--data-dir {tmp_path / 'data'}" in message
+    if how == "no network":
+        assert asked == [TINYSHAKESPEARE_URL]  # no retry: not a transient error
+
+
+def test_shakespeare_url_variable_must_be_a_url(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NANOGPT_SHAKESPEARE_URL", str(corpus))
+    with pytest.raises(DatasetError, match=r"is not a URL.*file:///"):
+        prepare_shakespeare_char(data_dir=tmp_path)
+
+
+def test_download_retries_transient_errors_then_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("NANOGPT_CACHE_DIR", str(tmp_path / "cache"))
+    reset = urllib.error.URLError(ConnectionResetError(104, "Connection reset by peer"))
+    asked = fake_urlopen(monkeypatch, reset, http_error(503), b"hello")
+    path = download_mod.download("https://example.com/a.txt", "a.txt")
+    assert path.read_bytes() == b"hello" and len(asked) == 3
+    err = capsys.readouterr().err
+    assert "attempt 2 of 3" in err and "HTTP 503" in err
+    asked = fake_urlopen(monkeypatch, TimeoutError("timed out"), http_error(429), http_error(502))
+    with pytest.raises(DatasetError, match=r"after 3 attempts: HTTP 502 oops; download it"):
+        download_mod.download("https://example.com/b.txt", "b.txt")
+    assert len(asked) == 3 and not list((tmp_path / "cache" / "downloads").glob("b.txt*"))
+
+
+def test_download_does_not_retry_a_missing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NANOGPT_CACHE_DIR", str(tmp_path / "cache"))
+    asked = fake_urlopen(monkeypatch, http_error(404), b"never")
+    with pytest.raises(DatasetError, match=r"could not download \S+: HTTP 404 oops;"):
+        download_mod.download("https://example.com/a.txt", "a.txt")
+    assert len(asked) == 1
+
+
+def test_not_prepared_names_the_data_directory_and_how_it_was_chosen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(DatasetError, match=re.escape(f"data directory {tmp_path}, set by --")):
+        open_dataset("novels", tmp_path)
+    monkeypatch.setenv("NANOGPT_DATA_DIR", str(tmp_path / "env"))
+    with pytest.raises(DatasetError, match=r"data directory \S+env, set by \$NANOGPT_DATA_DIR"):
+        open_dataset("novels")
+    monkeypatch.delenv("NANOGPT_DATA_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    with pytest.raises(DatasetError) as err:
+        open_dataset("novels")
+    assert "the default; choose another with --data-dir or $NANOGPT_DATA_DIR" in str(err.value)
+    with pytest.raises(DatasetError) as err:  # a folder as --dataset: no data directory
+        open_dataset(str(tmp_path / "folder"))
+    assert "data directory" not in str(err.value)
+
+
+def test_offline_tiktoken_error_names_the_cache_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tiktoken
+
+    def offline(name: str) -> None:
+        raise ConnectionError("Max retries exceeded with url: /gpt-2/encodings/main/vocab.bpe")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tk"))
+    with pytest.raises(DatasetError) as err:
+        TiktokenTokenizer("gpt2")
+    message = str(err.value)
+    assert "\n" not in message and f"into {tmp_path / 'tk'}" in message
+    for name, cached in GPT2_BPE_CACHE_NAMES.items():
+        assert f"{name} as {cached}" in message

@@ -146,7 +146,7 @@ CASES: dict[str, Callable[[dict[str, Path]], tuple[list[str], int, str]]] = {
     "out_dir not writable": lambda ws: (
         train_args(ws, out_dir="/proc/self"),
         2,
-        "is not writable; choose another directory",
+        "is not writable; choose another --out-dir",
     ),
     "checkpoint missing": lambda ws: (
         ["sample", "--checkpoint", str(ws["root"] / "no-run")],

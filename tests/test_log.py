@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from nanogpt_cli.cli.app import main
-from nanogpt_cli.log import configure_logging, get_logger, progress
+from nanogpt_cli.log import configure_logging, get_logger
+from nanogpt_cli.progress import progress
 
 log = get_logger("tests.log")
 
@@ -116,12 +117,69 @@ def test_tables_and_sections_are_drawn_in_text(capsys: pytest.CaptureFixture[str
     assert "loss {nats}" in err and "<1.20>" in err and "┃" in err and "\\<x>" in err
 
 
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [
+        ("warn", "WARNING"),
+        ("Warning", "WARNING"),
+        ("trace", "TRACE"),
+        ("fatal", "CRITICAL"),
+        ("CRITICAL", "CRITICAL"),
+        ("success", "SUCCESS"),
+        ("notset", "TRACE"),
+        ("10", "DEBUG"),
+        ("30", "WARNING"),
+        ("15", "INFO"),  # between levels: the next one up, as logging's threshold works
+        (" info ", "INFO"),
+    ],
+)
+def test_log_level_takes_every_spelling_of_loguru_and_logging(
+    value: str, level: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nanogpt_cli.log import current_level
+
+    monkeypatch.setenv("LOG_LEVEL", value)
+    configure_logging()
+    assert current_level() == level
+    emit_all()
+    err = capsys.readouterr().err
+    assert ("an info line" in err) == (level in ("TRACE", "DEBUG", "INFO"))
+    assert ("a warning line" in err) == (level != "CRITICAL") and "not a log level" not in err
+    # the same words as an explicit level
+    configure_logging(level=value)
+    assert current_level() == level
+    # and the command runs: `LOG_LEVEL=warn nanogpt presets list` failed once
+    code, out, err = run(["presets", "list"], capsys)
+    assert code == 0 and "shakespeare-char" in out and "not a log level" not in err
+
+
+def test_an_unknown_log_level_is_one_warning_and_info(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nanogpt_cli.errors import ConfigError
+    from nanogpt_cli.log import current_level
+
+    monkeypatch.setenv("LOG_LEVEL", "LOUDEST")
+    code, out, err = run(["presets", "list"], capsys)
+    assert code == 0 and "shakespeare-char" in out
+    warnings = [line for line in lines_of(err) if "not a log level" in line]
+    assert len(warnings) == 1 and "LOG_LEVEL='LOUDEST'" in warnings[0]
+    assert "using INFO" in warnings[0] and current_level() == "INFO"
+    configure_logging()  # configured again in the same process: not repeated
+    emit_all()
+    err = capsys.readouterr().err
+    assert "not a log level" not in err and "an info line" in err
+    for value in ("99", "-1"):
+        monkeypatch.setenv("LOG_LEVEL", value)
+        configure_logging()
+        assert current_level() == "INFO" and "not a log level" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="'LOUD' is not a log level"):
+        configure_logging(level="LOUD")  # an explicit level is the caller's mistake
+
+
 def test_bad_settings_are_clear_errors(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("LOG_LEVEL", "LOUD")
-    assert run(["presets", "list"], capsys)[0] == 2
-    monkeypatch.setenv("LOG_LEVEL", "INFO")
     monkeypatch.setenv("LOG_FORMAT", "xml")
     code, _, err = run(["presets", "list"], capsys)
     assert code == 2 and err.startswith("error: LOG_FORMAT 'xml'") and len(lines_of(err)) == 1
@@ -151,7 +209,9 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 def train_flags(tiny_options: dict[str, Any]) -> list[str]:
     from conftest import as_flags
 
-    return ["train", *as_flags({**tiny_options, "max_iters": 10, "eval_interval": 10})]
+    # (each run replaces the one before: --overwrite)
+    options = {**tiny_options, "max_iters": 10, "eval_interval": 10, "overwrite": True}
+    return ["train", *as_flags(options)]
 
 
 def test_quiet_verbose_and_json_flags_on_a_command(
@@ -283,7 +343,7 @@ def test_json_lines_are_strict_json_and_keep_their_keys(
 def test_errors_are_json_under_log_json(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["train", "--data-dir", str(tmp_path), "--log-json"]
+    args = ["train", "--dataset", "nothing-here", "--data-dir", str(tmp_path), "--log-json"]
     code, _, err = run(args, capsys)
     record = json.loads(lines_of(err)[-1])
     assert code == 1 and record["level"] == "ERROR" and record["exit_code"] == 1

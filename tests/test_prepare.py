@@ -208,3 +208,83 @@ def test_prepare_cli_prints_a_summary(
     meta = json.loads((tmp_path / "cli" / "meta.json").read_text())
     assert f"{meta['splits']['train']['tokens']:,}" in err and "documents" in err
     assert "vocab 50,257" in err
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+@pytest.fixture
+def fresh_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user with nothing prepared or cached: the user directories under tmp_path."""
+    home = tmp_path / "home"
+    for var, path in (
+        ("HOME", home),
+        ("XDG_CACHE_HOME", home / "cache"),
+        ("XDG_DATA_HOME", home / "data"),
+        ("XDG_CONFIG_HOME", home / "config"),
+    ):
+        monkeypatch.setenv(var, str(path))
+    for var in ("NANOGPT_DATA_DIR", "NANOGPT_CACHE_DIR", "NANOGPT_CONFIG_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+def test_train_right_after_install_prepares_the_data(
+    fresh_install: Path,
+    corpus: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from conftest import TINY, as_flags
+
+    from nanogpt_cli.paths import data_root
+
+    monkeypatch.setenv("NANOGPT_SHAKESPEARE_URL", corpus.as_uri())
+    out = tmp_path / "run"
+    short = {"max_iters": 2, "lr_decay_iters": 2, "warmup_iters": 1, "eval_interval": 2}
+    options = {**TINY, **short, "eval_iters": 1, "out_dir": str(out)}
+    code, _, err = run_cli(
+        ["train", "--preset", "shakespeare-char-cpu", *as_flags(options)], capsys
+    )
+    assert code == 0, err
+    assert err.count("preparing it first") == 1 and "iteration 2, " in err
+    assert data_root().is_relative_to(fresh_install)
+    assert (data_root() / "shakespeare-char" / "meta.json").is_file()
+    code, text, err = run_cli(["sample", "--out-dir", str(out), "--max-new-tokens", "20"], capsys)
+    assert code == 0 and len(text) >= 20, err
+
+
+def test_train_offline_is_one_line_naming_source_and_url_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NANOGPT_SHAKESPEARE_URL", (tmp_path / "missing.txt").as_uri())
+    data = tmp_path / "data"
+    args = ["train", "--data-dir", str(data), "--out-dir", str(tmp_path / "o"), "--device", "cpu"]
+    code, _, err = run_cli(args, capsys)
+    error = err.splitlines()[-1]
+    assert code == 1 and error.startswith("error: ") and "Traceback" not in err
+    assert f"`nanogpt prepare shakespeare-char --source PATH --data-dir {data}`" in error
+    assert "NANOGPT_SHAKESPEARE_URL" in error
+
+
+def test_prepare_next_step_names_the_data_dir(
+    tmp_path: Path,
+    corpus: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = tmp_path / "my data"
+    args = ["prepare", "shakespeare-char", "--source", str(corpus), "--data-dir", str(data)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    flag = f"--data-dir '{data}'"
+    assert f"next: nanogpt train {flag} (on a CPU: nanogpt train --preset " in err
+    assert f"shakespeare-char-cpu {flag})" in err
+    monkeypatch.setenv("NANOGPT_DATA_DIR", str(tmp_path / "env"))  # no --data-dir given
+    code, _, err = run_cli(["prepare", "shakespeare-char", "--source", str(corpus)], capsys)
+    assert "--data-dir" not in err.split("next: ")[1]

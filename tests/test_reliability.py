@@ -74,6 +74,7 @@ def test_a_run_stopped_by_a_signal_resumes_to_the_same_losses(
     last = err.strip().splitlines()[-1]
     stopped = int(re.search(r"at iteration (\d+)", last).group(1))  # type: ignore[union-attr]
     assert last.startswith(f"error: stopped by {signal.Signals(sig).name} at iteration")
+    assert last.endswith(f"continue with `nanogpt train --out-dir {part} --resume`")
     assert 100 <= stopped < 300 and read_checkpoint(part).state.iter_num == stopped
     run(options, out_dir=str(part), resume=True)
     assert train_losses(part) == train_losses(full)
@@ -176,6 +177,15 @@ def loss_times(factor: float, step: int, until: int, accum: int = 1) -> Any:
     return patched
 
 
+def patch_forward(monkeypatch: pytest.MonkeyPatch, forward: Any) -> None:
+    """Train with ``forward``, its passes counted from the first step: the passes that
+    estimate the run's time beforehand are left out."""
+    from nanogpt_cli.train.step import StepTimes, TrainStep
+
+    monkeypatch.setattr(GPT, "forward", forward)
+    monkeypatch.setattr(TrainStep, "measure", lambda self, x, y: StepTimes(0, 0, 0, 0))
+
+
 def nan_from(step: int, until: int, accum: int = 1) -> Any:
     """A GPT.forward with a NaN training loss from step ``step`` to ``until``."""
     return loss_times(float("nan"), step, until, accum)
@@ -186,7 +196,7 @@ def test_non_finite_steps_are_skipped_and_logged(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(GPT, "forward", nan_from(12, 14))
+    patch_forward(monkeypatch, nan_from(12, 14))
     result = run(tiny_options, max_iters=20, eval_interval=10, log_interval=5)
     assert result.iter_num == 20
     err = capsys.readouterr().err
@@ -203,7 +213,7 @@ def test_a_nan_loss_never_reaches_the_saved_checkpoint(
     out = Path(tiny_options["out_dir"])
     run(tiny_options, max_iters=10, eval_interval=10)
     saved = load_file(str(out / MODEL_FILE))
-    monkeypatch.setattr(GPT, "forward", nan_from(1, 10**9))
+    patch_forward(monkeypatch, nan_from(1, 10**9))
     with pytest.raises(TrainingError, match="3 steps in a row had a non-finite loss"):
         run(
             tiny_options,
@@ -272,7 +282,7 @@ def test_a_loss_spike_is_logged_with_the_gradient_norm(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(GPT, "forward", loss_times(3.0, 15, 15))  # one step, three times
+    patch_forward(monkeypatch, loss_times(3.0, 15, 15))  # one step, three times
     run(tiny_options, max_iters=20, log_interval=1)
     warnings = [line for line in capsys.readouterr().err.splitlines() if "loss spike" in line]
     assert len(warnings) == 1 and "iteration 15" in warnings[0]

@@ -133,7 +133,7 @@ def test_resume_does_not_repeat_the_checkpoint_evaluation(tiny_options: dict[str
 
 def test_a_fresh_run_starts_a_fresh_metrics_file(tiny_options: dict[str, Any]) -> None:
     run(tiny_options, max_iters=10)
-    run(tiny_options, max_iters=5)
+    run(tiny_options, max_iters=5, overwrite=True)
     out = Path(tiny_options["out_dir"])
     assert max(r["iter"] for r in read_metrics(out / "metrics.jsonl")) == 5
 
@@ -211,8 +211,15 @@ def test_interrupted_save_is_detected(tiny_options: dict[str, Any]) -> None:
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="nanogpt prepare shakespeare-char"):
-        run({"data_dir": str(tmp_path / "none"), "out_dir": str(tmp_path / "o"), "device": "cpu"})
+    with pytest.raises(DatasetError, match="nanogpt prepare openwebtext"):
+        run(
+            {
+                "dataset": "openwebtext",  # (shakespeare-char would be prepared on first use)
+                "data_dir": str(tmp_path / "none"),
+                "out_dir": str(tmp_path / "o"),
+                "device": "cpu",
+            }
+        )
 
 
 def test_out_dir_that_is_a_file(tiny_options: dict[str, Any], tmp_path: Path) -> None:
@@ -248,6 +255,32 @@ def test_learning_rate_schedule() -> None:
     assert learning_rate(500, cfg) == pytest.approx(0.1)
     cfg.decay_lr = False
     assert learning_rate(500, cfg) == 1.0
+
+
+def nanogpt_get_lr(it: int, lr: float, min_lr: float, warmup: int, decay: int) -> float:
+    """nanoGPT's train.py get_lr, as it is written there."""
+    if it < warmup:
+        return lr * (it + 1) / (warmup + 1)
+    if it > decay:
+        return min_lr
+    decay_ratio = (it - warmup) / (decay - warmup)
+    assert 0 <= decay_ratio <= 1
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
+    return min_lr + coeff * (lr - min_lr)
+
+
+@pytest.mark.parametrize(("warmup", "decay"), [(10, 110), (100, 20), (100, 0), (0, 50), (5, 6)])
+def test_learning_rate_schedule_is_nanogpts(warmup: int, decay: int) -> None:
+    """Also where --lr-decay-iters is below --warmup-iters (accepted with a warning): the
+    warmup, then the minimum rate."""
+    values = {"learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": warmup}
+    cfg = build_config(None, overrides={**values, "lr_decay_iters": decay}).optim
+    for it in range(0, 2 * max(warmup, decay) + 3):
+        expected = nanogpt_get_lr(it, 1e-3, 1e-4, warmup, decay)
+        assert learning_rate(it, cfg) == pytest.approx(expected, rel=1e-12), it
+    if decay < warmup:
+        assert learning_rate(warmup - 1, cfg) == pytest.approx(1e-3 * warmup / (warmup + 1))
+        assert learning_rate(warmup, cfg) == 1e-4
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])

@@ -15,6 +15,7 @@ import torch
 from ..config import TrainConfig
 from ..data.dataset import open_dataset
 from ..errors import DatasetError
+from ..runtime import synchronize
 
 SYNTHETIC_VOCAB = 50304  # GPT-2's vocabulary padded to a multiple of 64, as nanoGPT does
 
@@ -45,14 +46,6 @@ class Spread:
             p75=q[2],
             n=len(ordered),
         )
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work, so a timer measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def matmul_tflops(

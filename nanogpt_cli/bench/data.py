@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import TrainConfig
-from ..data.dataset import open_dataset
+from ..data.first_use import open_or_prepare
 from ..data.loader import BatchLoader
 from ..errors import ConfigError
 from ..runtime import resolve_device
@@ -37,7 +37,7 @@ def bench_data(cfg: TrainConfig, *, batches: int = 500, repeats: int = 3) -> Dat
     if batches < 1 or repeats < 1:
         raise ConfigError("--batches and --repeats must be at least 1")
     device = resolve_device(cfg.system.device)
-    dataset = open_dataset(cfg.data.dataset, cfg.data.data_dir)
+    dataset = open_or_prepare(cfg.data.dataset, cfg.data.data_dir)
     block, batch = cfg.model.block_size, cfg.data.batch_size
     loader = BatchLoader(dataset.split_path("train"), block, batch, device, seed=0)
     rates = []

@@ -14,11 +14,13 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
-from ..data.dataset import open_dataset
+from ..data.first_use import open_or_prepare
 from ..errors import ConfigError
-from ..log import get_logger, progress
+from ..log import get_logger
 from ..model import GPT
+from ..progress import progress
 from ..runtime import peak_flops
+from ..train.estimate import duration, seconds
 from ..train.setup import build_step, start_device, train_batches
 from ..train.step import TrainStep
 from .common import (
@@ -31,6 +33,8 @@ from .common import (
 )
 
 logger = get_logger(__name__)
+
+LONG_BENCH_S = 5 * 60  # past this, a benchmark says how to make it shorter
 
 
 @dataclass
@@ -109,6 +113,10 @@ def bench_train(
     top_ops: list[dict[str, Any]] = []
     try:
         x, y = fetch()
+        # A few passes first, which change nothing, say how long the steps will take (and
+        # compile, where the step is compiled).
+        probe = step.measure(x, y)
+        _announce(probe.step_s, warmup + steps)
         with progress("bench", total=warmup + steps, unit="steps") as bar:
             for _ in range(warmup + steps):
                 synchronize(device)
@@ -121,7 +129,9 @@ def bench_train(
             top_ops = _profile(step, x, y, fetch, device, profile)
     finally:
         close()
-    first_step_s = times[0]
+    # The first step as a run meets it: compilation (done by the probe's first pass) included.
+    compile_s = max(0.0, probe.first_s - probe.micro_s) if step.compiled else None
+    first_step_s = times[0] + (compile_s or 0.0)
     step_ms = Spread.of([t * 1000 for t in times[warmup:]])
     memory, memory_kind = peak_memory_mb(device)
     peak, peak_source = _peak(device, dtype, peak_tflops)
@@ -144,7 +154,7 @@ def bench_train(
         step_ms=step_ms,
         tokens_per_s=tokens / seconds,
         first_step_s=first_step_s,
-        compile_s=max(0.0, first_step_s - seconds) if step.compiled else None,
+        compile_s=compile_s,
         peak_tflops=peak / 1e12 if peak else None,
         peak_source=peak_source,
         mfu=flops / seconds / peak if peak else None,
@@ -156,6 +166,17 @@ def bench_train(
         top_ops=top_ops,
         trace=str(profile) if profile is not None else None,
     )
+
+
+def _announce(step_s: float, count: int) -> None:
+    """Say before the steps start how long they will take; warn when that is long."""
+    total = step_s * count
+    logger.info(f"bench: about {seconds(step_s)} per step, {duration(total)} for {count} steps")
+    if total > LONG_BENCH_S:
+        logger.warning(
+            f"this benchmark will take about {duration(total)}; fewer --steps and --warmup, "
+            "a smaller --batch-size or a smaller model finish sooner"
+        )
 
 
 def _peak(
@@ -177,7 +198,7 @@ def _batches(
     """A batch source, the vocabulary size, a name for the data and what to close."""
     batch, block = cfg.data.batch_size, cfg.model.block_size
     if data == "real":
-        dataset = open_dataset(cfg.data.dataset, cfg.data.data_dir)
+        dataset = open_or_prepare(cfg.data.dataset, cfg.data.data_dir)
         loader = train_batches(cfg, dataset.split_path("train"), block, device)
         vocab = cfg.model.vocab_size or dataset.vocab_size
         return loader.next, vocab, dataset.name, loader.close

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..config.dtypes import dtype_name
 from ..errors import CheckpointError
-from ..log import Progress, progress
+from ..progress import Progress, progress
+from ..runtime import DTYPES
 from .core import (
     FORMATS,
     HF,
@@ -29,10 +31,10 @@ from .directory import MODEL_FILE, has_directory_checkpoint
 from .formats import checkpoint_target, read_checkpoint, save_checkpoint
 from .hf import export_vocab_size, is_hf_folder, is_nanogpt_export, read_hf, write_hf
 from .safety import load_plain_pickle
-from .unified import META_FILE, char_meta
+from .unified import META_FILE, NANOGPT_ACTIVATION, char_meta, nanogpt_reading
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 VERIFY_BATCH, VERIFY_TOKENS, VERIFY_SEED = 2, 64, 1234
+NANOGPT_READER = "nanoGPT's model.py (exact GELU)"  # who runs a unified export in verify
 
 
 @dataclass
@@ -44,7 +46,14 @@ class Conversion:
     format: str
     files: list[Path]
     notes: list[str] = field(default_factory=list)
-    max_abs_diff: float | None = None  # with verify: largest logit difference, both sides
+    # With verify: the largest logit difference between the source and the target as its
+    # reader computes it (``verified_as``: for a unified export, nanoGPT's model.py).
+    max_abs_diff: float | None = None
+    verified_as: str | None = None
+    # With verify of a unified export: the file checked apart from the activation (nanoGPT's
+    # reading against the source's weights under the exact GELU, and nanogpt's own reading
+    # against the source); equals max_abs_diff or more when the activations agree.
+    file_diff: float | None = None
 
 
 def model_from_checkpoint(ckpt: Checkpoint, device: torch.device | str = "cpu") -> Any:
@@ -71,14 +80,16 @@ def convert_checkpoint(
     ``dst``.
 
     ``source_format`` insists on the source's format (``unified-to-separated`` is for unified
-    sources); ``HF`` also admits hub ids. ``dtype`` (``fp32``, ``bf16``, ``fp16``) applies to
-    model-only exports. ``verify`` loads both sides and compares their logits on a fixed
-    input. Existing checkpoints at ``dst`` are replaced only with ``force``.
+    sources); ``HF`` also admits hub ids. ``dtype`` (``fp32``/``float32``, ``bf16``/``bfloat16``,
+    ``fp16``/``float16``) applies to model-only exports. ``verify`` loads both sides and
+    compares their logits on a fixed input; a unified export is run as nanoGPT's ``model.py``
+    would run it (see ``verify_nanogpt_export``). Existing checkpoints at ``dst`` are
+    replaced only with ``force``.
     """
     if to not in (*FORMATS, HF):
         raise CheckpointError(f"unknown target format {to!r}")
-    if dtype is not None and dtype not in DTYPES:
-        raise CheckpointError(f"unknown dtype {dtype!r}; use {', '.join(DTYPES)}")
+    if dtype is not None:
+        dtype = dtype_name(dtype, auto=False)
     if dtype is not None and to != MODEL_ONLY:
         raise CheckpointError("--dtype applies to model-only exports only")
     with progress(f"convert to {to}", total=3 if verify else 2) as bar:
@@ -88,7 +99,11 @@ def convert_checkpoint(
         result = _convert(source, src, dst, to, source_format, dtype, force, bar)
         if verify:
             bar.describe(f"verify {result.dst}")
-            result.max_abs_diff = verify_conversion(source, result.dst, to)
+            if to == UNIFIED:
+                result.max_abs_diff, result.file_diff = verify_nanogpt_export(source, result.dst)
+                result.verified_as = NANOGPT_READER
+            else:
+                result.max_abs_diff = verify_conversion(source, result.dst, to)
             bar.advance()
     return result
 
@@ -201,12 +216,66 @@ def _meta_differs(path: Path, meta: dict[str, Any]) -> bool:
         return True
 
 
-def verify_conversion(source: Checkpoint, target: Path, to: str) -> float:
-    """Largest absolute difference between the logits of both sides on a fixed input."""
+def _verify_input(source: Checkpoint) -> torch.Tensor:
+    """The fixed token ids both sides of a verification run on."""
     vocab = export_vocab_size(source)
     block = source.model_config.block_size
     generator = torch.Generator().manual_seed(VERIFY_SEED)
-    idx = torch.randint(0, vocab, (VERIFY_BATCH, min(block, VERIFY_TOKENS)), generator=generator)
+    return torch.randint(0, vocab, (VERIFY_BATCH, min(block, VERIFY_TOKENS)), generator=generator)
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor, vocab: int) -> float:
+    return (a[..., :vocab].float() - b[..., :vocab].float()).abs().max().item()
+
+
+def nanogpt_model(path: str | Path) -> Any:
+    """The model nanoGPT's ``sample.py`` builds from the ``ckpt.pt`` at ``path``: nanogpt's
+    ``GPT`` with nanoGPT's config keys and exact GELU (the computation of nanoGPT's
+    ``model.py``), the weights loaded strictly, in eval mode."""
+    from ..model import GPT
+
+    cfg, state = nanogpt_reading(Path(path))
+    try:
+        model = GPT(cfg)
+        model.load_state_dict(state, strict=True)
+    except (AssertionError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"nanoGPT's model.py could not load {path}: {first}") from None
+    return model.eval()
+
+
+def verify_nanogpt_export(source: Checkpoint, target: Path) -> tuple[float, float]:
+    """Check a unified export as nanoGPT's own scripts will read it.
+
+    Returns the largest logit difference between the source model (its own activation) and
+    the file run as nanoGPT's ``model.py`` runs it, which includes the GELU difference of a
+    ``gelu_tanh`` model, and the largest difference that is the file's own: nanoGPT's reading
+    against the source's weights under the exact GELU, and nanogpt's reading (which keeps
+    the activation) against the source.
+    """
+    from ..model import GPT
+
+    idx = _verify_input(source)
+    vocab = export_vocab_size(source)
+    with torch.no_grad():
+        expected, _ = model_from_checkpoint(source)(idx)
+        nanogpt, _ = nanogpt_model(target)(idx)
+        ours, _ = model_from_checkpoint(read_checkpoint(target))(idx)
+        if source.model_config.activation == NANOGPT_ACTIVATION:
+            exact = expected
+        else:
+            model = GPT(replace(source.model_config, activation=NANOGPT_ACTIVATION))
+            load_weights(source, model)
+            exact, _ = model.eval()(idx)
+    as_nanogpt = _max_diff(expected, nanogpt, vocab)
+    file_diff = max(_max_diff(exact, nanogpt, vocab), _max_diff(expected, ours, vocab))
+    return as_nanogpt, file_diff
+
+
+def verify_conversion(source: Checkpoint, target: Path, to: str) -> float:
+    """Largest absolute difference between the logits of both sides on a fixed input."""
+    vocab = export_vocab_size(source)
+    idx = _verify_input(source)
     with torch.no_grad():
         # Each side is computed by the code that owns its format: transformers for a
         # Hugging Face folder, nanogpt's model for everything else.
@@ -218,7 +287,7 @@ def verify_conversion(source: Checkpoint, target: Path, to: str) -> float:
             got = _hf_logits(target, idx)
         else:
             got, _ = model_from_checkpoint(read_checkpoint(target))(idx)
-    return (expected[..., :vocab].float() - got[..., :vocab].float()).abs().max().item()
+    return _max_diff(expected, got, vocab)
 
 
 def _hf_logits(folder: Path, idx: torch.Tensor) -> torch.Tensor:
@@ -231,7 +300,8 @@ def _hf_logits(folder: Path, idx: torch.Tensor) -> torch.Tensor:
 
 
 def checkpoint_info(path: str | Path, meta: str | Path | None = None) -> dict[str, Any]:
-    """What ``convert-checkpoint info`` prints: format, size, config, training state."""
+    """What ``convert-checkpoint info`` prints: format, size, config, training state; the
+    keys are identifiers (``written_by``, ``best_val_loss``), as ``info --json`` shows them."""
     ckpt = read_checkpoint(path, meta=meta)
     weights = ckpt.weights()
     seen: set[int] = set()
@@ -245,15 +315,15 @@ def checkpoint_info(path: str | Path, meta: str | Path | None = None) -> dict[st
     return {
         "path": str(ckpt.path),
         "format": ckpt.format,
-        "written by": ckpt.origin,
+        "written_by": ckpt.origin,
         "parameters": n_params,
         "dtype": weights_dtype(weights),
         "model": asdict(ckpt.model_config),
         "tokenizer": _tokenizer_summary(tokenizer),
         "dataset": ckpt.dataset,
         "iteration": ckpt.state.iter_num,
-        "best val loss": None if math.isinf(best) else best,
-        "optimizer state": ckpt.has_optimizer,
+        "best_val_loss": None if math.isinf(best) else best,
+        "optimizer_state": ckpt.has_optimizer,
         "files": {str(p): p.stat().st_size for p in ckpt.files if p.is_file()},
         "notes": ckpt.notes,
     }

@@ -10,6 +10,10 @@ plain data goes in it, so the file loads with ``torch.load(weights_only=True)``.
 Reading accepts what the original writes: weights under the ``_orig_mod.`` prefix of a
 compiled model, ``best_val_loss`` as a tensor, ``model_args`` without ``bias`` or
 ``dropout``, and the character vocabulary in a ``meta.pkl`` (read without unpickling code).
+
+nanoGPT's ``model.py`` always computes the exact GELU; a model with another activation is
+still written (nanogpt reads its activation back from ``"nanogpt"``), with one warning that
+nanoGPT's own scripts compute slightly different logits from it (``activation_warning``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ import torch
 from .. import __version__
 from ..config import GROUP_TITLES, ModelConfig, option_specs
 from ..errors import CheckpointError
-from .core import UNIFIED, Checkpoint, TrainState, canonical_weights, model_config_from_weights
+from ..log import get_logger
+from .core import (
+    COMPILED_PREFIX,
+    UNIFIED,
+    Checkpoint,
+    TrainState,
+    canonical_weights,
+    model_config_from_weights,
+)
 from .directory import fsync_dir, locked
 from .safety import load_plain_pickle, load_torch_file
 
@@ -40,6 +52,20 @@ _MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size"
 # Options that describe the machine or the invocation, not the run: not taken from a
 # foreign config.
 _NOT_INHERITED = {"out_dir", "resume", "eval_only", "device", "dtype", "compile"}
+# nanoGPT's GPTConfig: its fields and defaults (``GPTConfig(**model_args)`` in its scripts).
+_GPT_CONFIG_DEFAULTS: dict[str, Any] = {
+    "block_size": 1024,
+    "vocab_size": 50304,
+    "n_layer": 12,
+    "n_head": 12,
+    "n_embd": 768,
+    "dropout": 0.0,
+    "bias": True,
+}
+NANOGPT_ACTIVATION = "gelu"  # nanoGPT's MLP: nn.GELU(), the exact erf form
+_warned: set[Path] = set()  # unified files whose activation warning was given
+
+logger = get_logger(__name__)
 
 
 def unified_file(path: str | Path) -> Path:
@@ -58,6 +84,7 @@ def write_unified(path: str | Path, ckpt: Checkpoint) -> list[Path]:
     target = unified_file(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     cfg, state = ckpt.model_config, ckpt.state
+    warn_activation(cfg, target)
     optimizer = ckpt.optimizer_state()
     payload = {
         "model": ckpt.weights(),  # the tied pair shares one tensor: stored once
@@ -93,6 +120,55 @@ def write_unified(path: str | Path, ckpt: Checkpoint) -> list[Path]:
             f"could not save {target}: {e}; the previous checkpoint is intact"
         ) from None
     return written
+
+
+def activation_warning(cfg: ModelConfig) -> str | None:
+    """What a model with ``cfg`` loses in nanoGPT's own scripts, in one line; None when
+    nanoGPT's ``model.py`` computes the same logits (the exact GELU)."""
+    if cfg.activation == NANOGPT_ACTIVATION:
+        return None
+    return (
+        f"the model uses activation {cfg.activation!r} (the tanh-approximate GELU) but "
+        f"nanoGPT's model.py always uses the exact GELU ({NANOGPT_ACTIVATION!r}), so nanoGPT's "
+        "scripts compute slightly different logits from this ckpt.pt (of the order of 1e-3); "
+        "nanogpt's own loader keeps the activation. Train with --activation gelu for "
+        "identical logits in nanoGPT"
+    )
+
+
+def warn_activation(cfg: ModelConfig, target: Path) -> None:
+    """Log ``activation_warning`` once per file and process (training saves the same
+    ``ckpt.pt`` at every evaluation)."""
+    message = activation_warning(cfg)
+    key = target.resolve()
+    if message is not None and key not in _warned:
+        _warned.add(key)
+        logger.warning(f"{target}: {message}")
+
+
+def nanogpt_reading(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """The model config and state dict nanoGPT's ``sample.py`` builds from ``ckpt.pt``.
+
+    ``GPTConfig(**model_args)``, with nanoGPT's defaults for missing keys and its exact GELU
+    (the ``"nanogpt"`` entry is ignored, as nanoGPT ignores it), and the weights with the
+    ``_orig_mod.`` prefix stripped, for a strict ``load_state_dict``.
+    """
+    payload = load_torch_file(path)
+    args = payload.get("model_args") if isinstance(payload, dict) else None
+    if not isinstance(args, dict) or not isinstance(payload.get("model"), dict):
+        raise CheckpointError(f"{path} has no model and model_args; nanoGPT could not load it")
+    unknown = sorted(set(map(str, args)) - set(_GPT_CONFIG_DEFAULTS))
+    if unknown:
+        raise CheckpointError(
+            f"{path}: model_args has keys nanoGPT's GPTConfig does not take: {', '.join(unknown)}"
+        )
+    values = {**_GPT_CONFIG_DEFAULTS, **{k: _plain(v) for k, v in args.items()}}
+    cfg = ModelConfig(**values, activation=NANOGPT_ACTIVATION)
+    state = {
+        (k[len(COMPILED_PREFIX) :] if k.startswith(COMPILED_PREFIX) else k): v
+        for k, v in payload["model"].items()
+    }
+    return cfg, state
 
 
 def _atomic_write(target: Path, write: Any) -> None:

@@ -74,12 +74,13 @@ COMMANDS: dict[str, _Entry] = {
 def _load(name: str) -> typer.core.TyperGroup | typer.core.TyperCommand:
     """Command ``name`` as Typer builds it, importing its module now."""
     from .options import command
+    from .roothelp import HelpGroup
 
     entry = COMMANDS[name]
     target = getattr(importlib.import_module(f"{__package__}.{entry.module}"), entry.attr)
     holder = typer.Typer(add_completion=False)
     if isinstance(target, typer.Typer):
-        holder.add_typer(target, name=name, hidden=entry.hidden)
+        holder.add_typer(target, name=name, hidden=entry.hidden, cls=HelpGroup)
     else:
         command(holder, name, hidden=entry.hidden)(target)
     built = typer.main.get_command(holder)

@@ -30,7 +30,11 @@ from ..config import (
     option_specs,
     preset_values,
 )
+from ..config.dtypes import DTYPE_SPELLINGS, dtype_name
+from ..config.validate import TypeProblem, check_type
+from ..errors import ConfigError
 from .complete import COMPLETERS, complete_preset
+from .roothelp import HelpCommand
 
 
 def _check_device(value: str | None) -> str | None:
@@ -39,13 +43,46 @@ def _check_device(value: str | None) -> str | None:
     return value
 
 
+def _dtype_checker(auto: bool) -> Callable[[Optional[str]], Optional[str]]:
+    """The callback of a --dtype option: any spelling of config.dtypes (``bf16``,
+    ``bfloat16``) as its canonical name; ``auto`` too if ``auto``."""
+
+    def check(value: Optional[str]) -> Optional[str]:
+        try:
+            return None if value is None else dtype_name(value, auto=auto)
+        except ConfigError as e:
+            raise typer.BadParameter(str(e)) from None
+
+    return check
+
+
+def choices_metavar(spec: OptionSpec) -> str:
+    """``a|b|c``: an option's choices, each in its shortest spelling (``auto|fp32|bf16``)."""
+    spellings = [
+        min((choice, *(a for a, c in spec.aliases if c == choice)), key=len)
+        for choice in typing.get_args(spec.base_type)
+    ]
+    return "|".join(spellings)
+
+
 # --device and --dtype of the commands that take no training options; the help texts are
 # the training options' own.
 Device = Annotated[str, typer.Option("--device", help=SPECS["device"].help, callback=_check_device)]
+DTYPE_METAVAR = choices_metavar(SPECS["dtype"])
 DType = Annotated[
-    config.DType,
+    str,
     typer.Option(
-        "--dtype", help=SPECS["dtype"].help, metavar="|".join(typing.get_args(config.DType))
+        "--dtype", help=SPECS["dtype"].help, metavar=DTYPE_METAVAR, callback=_dtype_checker(True)
+    ),
+]
+# --dtype of an export: the weights' stored dtype, so no auto.
+ExportDType = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help=f"Weights' dtype in the export: {DTYPE_SPELLINGS}.",
+        metavar=DTYPE_METAVAR.removeprefix("auto|"),
+        callback=_dtype_checker(False),
     ),
 ]
 # The same, unset by default: the value then comes from a saved run or a preset.
@@ -56,11 +93,12 @@ MaybeDevice = Annotated[
     ),
 ]
 MaybeDType = Annotated[
-    Optional[config.DType],
+    Optional[str],
     typer.Option(
         "--dtype",
         help=SPECS["dtype"].help,
-        metavar="|".join(typing.get_args(config.DType)),
+        metavar=DTYPE_METAVAR,
+        callback=_dtype_checker(True),
         show_default="auto",
     ),
 ]
@@ -137,7 +175,10 @@ def _annotation(spec: OptionSpec, defaults: TrainConfig) -> Any:
         decls = [f"{spec.flag}/--no-{spec.flag[2:]}"]
     elif typing.get_origin(base) is typing.Literal:
         # Spelled out: the underscore-to-dash normalisation would show gelu_tanh as gelu-tanh.
-        extra["metavar"] = "|".join(typing.get_args(base))
+        extra["metavar"] = choices_metavar(spec)
+        if spec.aliases:  # other spellings too (bf16): checked here, not as a fixed choice
+            base = str
+            extra["callback"] = _choice_checker(spec)
     if spec.complete is not None:
         extra["autocompletion"] = COMPLETERS[spec.complete]
     return Annotated[
@@ -150,6 +191,21 @@ def _annotation(spec: OptionSpec, defaults: TrainConfig) -> Any:
             **extra,
         ),
     ]
+
+
+def _choice_checker(spec: OptionSpec) -> Callable[[Optional[str]], Optional[str]]:
+    """The callback of an option with other spellings of its choices: the value as one of
+    the choices (``bf16``: ``bfloat16``)."""
+
+    def check(value: Optional[str]) -> Optional[str]:
+        if value is None:  # not given: a preset or config file sets it
+            return None
+        checked = check_type(spec, value)
+        if isinstance(checked, TypeProblem):
+            raise typer.BadParameter(checked.message)
+        return checked  # type: ignore[no-any-return]
+
+    return check
 
 
 def _shortcut_annotation(spec: OptionSpec, name: str, value: Any) -> Any:
@@ -269,7 +325,7 @@ def command(app: typer.Typer, name: str, **kwargs: Any) -> Callable[[Callable[..
     """Register a function as command ``name`` of ``app``, with the output options."""
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
-        app.command(name, **kwargs)(with_output_options(func))
+        app.command(name, cls=HelpCommand, **kwargs)(with_output_options(func))
         return func
 
     return register

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -76,6 +77,13 @@ Separator = Annotated[
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the random val split.")]
 
 
+def _next(command: str, data_dir: Path | None) -> str:
+    """A command to run next, on the data directory just written to."""
+    import shlex
+
+    return f"{command} --data-dir {shlex.quote(str(data_dir))}" if data_dir else command
+
+
 def _report(result: PrepareResult, next_step: str) -> None:
     from rich.table import Table
 
@@ -113,7 +121,8 @@ def shakespeare_char(source: Source = None, data_dir: DataDir = None, force: For
     from ..data.prepare import prepare_shakespeare_char
 
     result = prepare_shakespeare_char(source=source, data_dir=data_dir, force=force)
-    _report(result, "nanogpt train (on a CPU: nanogpt train --preset shakespeare-char-cpu)")
+    train, cpu = "nanogpt train", "nanogpt train --preset shakespeare-char-cpu"
+    _report(result, f"{_next(train, data_dir)} (on a CPU: {_next(cpu, data_dir)})")
 
 
 @command(app, "shakespeare")
@@ -125,7 +134,7 @@ def shakespeare(source: Source = None, data_dir: DataDir = None, force: Force = 
     from ..data.prepare import prepare_shakespeare
 
     result = prepare_shakespeare(source=source, data_dir=data_dir, force=force)
-    _report(result, "nanogpt finetune --dataset shakespeare")
+    _report(result, _next("nanogpt finetune --dataset shakespeare", data_dir))
 
 
 @command(app, "text")
@@ -177,7 +186,7 @@ def text(
         data_dir=data_dir,
         force=force,
     )
-    _report(result, f"nanogpt train --dataset {result.name}")
+    _report(result, _next(f"nanogpt train --dataset {result.name}", data_dir))
 
 
 @command(app, "hf")
@@ -238,7 +247,7 @@ def hf(
         data_dir=data_dir,
         force=force,
     )
-    _report(result, f"nanogpt train --dataset {result.name}")
+    _report(result, _next(f"nanogpt train --dataset {result.name}", data_dir))
 
 
 @command(app, "openwebtext")
@@ -262,4 +271,4 @@ def openwebtext(
     result = prepare_openwebtext(
         source, num_proc=num_proc or default_num_proc(), data_dir=data_dir, force=force
     )
-    _report(result, "nanogpt train --preset gpt2-124m")
+    _report(result, _next("nanogpt train --preset gpt2-124m", data_dir))

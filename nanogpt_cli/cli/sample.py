@@ -60,7 +60,7 @@ def sample(
         str,
         typer.Option(
             "--start",
-            help="Prompt text, or FILE:path to read it from a file.",
+            help="Prompt text; FILE:path reads it from a file, - from standard input.",
             show_default="a newline",
         ),
     ] = "\n",
@@ -115,10 +115,12 @@ def sample(
       nanogpt sample
       nanogpt sample --start "ROMEO:" --temperature 0 --max-new-tokens 200
       nanogpt sample --checkpoint out-shakespeare-char --start FILE:prompt.txt
+      echo "ROMEO:" | nanogpt sample --start -
       nanogpt sample --checkpoint nanoGPT/out/ckpt.pt --meta nanoGPT/data/shakespeare_char/meta.pkl
       nanogpt sample --init-from gpt2-xl --start "What is the answer to life?"
     """
-    from ..log import get_logger, progress
+    from ..log import get_logger
+    from ..progress import progress
     from ..runtime import use_compile
     from ..sample import Sampler
     from .process import tune_process
@@ -182,6 +184,10 @@ def sample(
 
 
 def _read_prompt(start: str) -> str:
+    """--start's prompt: the text given, a file's (FILE:path), or standard input's (-).
+    The library takes the text; where it comes from is the command line's business."""
+    if start == "-":
+        return _read_stdin()
     if not start.startswith("FILE:"):
         return start
     path = Path(start[len("FILE:") :]).expanduser()
@@ -191,3 +197,20 @@ def _read_prompt(start: str) -> str:
         raise ConfigError(f"--start {start}: {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"--start {start}: cannot read {path}: {e}") from None
+
+
+def _read_stdin() -> str:
+    """The whole of standard input, as UTF-8 text (the prompt of ``--start -``)."""
+    if sys.stdin is None:
+        raise ConfigError("--start -: there is no standard input; give the prompt as text")
+    if sys.stdin.isatty():
+        from ..log import get_logger
+
+        get_logger(__name__).info("reading the prompt from standard input (end it with Ctrl-D)")
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--start -: standard input is not UTF-8 text ({e})") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +44,7 @@ def run(
     from ..log import get_logger
     from ..train import resolve_config
     from ..train import train as run_training
+    from ..train.estimate import summary
     from .process import tune_process
 
     cfg = resolve_config(preset, config, options, default_preset=default_preset)
@@ -54,12 +56,12 @@ def run(
     if cfg.eval.eval_only:
         return
     logger = get_logger(__name__)
-    best = f"{result.best_val_loss:.4f}" if result.best_val_loss < float("inf") else "n/a"
-    logger.info(
-        f"done: iteration {result.iter_num} in {result.seconds:.1f} s, best val loss {best}; "
-        f"checkpoint in {result.out_dir}"
-    )
-    logger.info(f"next: nanogpt sample --out-dir {result.out_dir}")
+    logger.info(summary(result))
+    if result.sample is not None:
+        logger.info("a sample from the model:")
+        typer.echo(result.sample.rstrip("\n"))
+    if result.saved:
+        logger.info(f"next: nanogpt sample --out-dir {shlex.quote(str(result.out_dir))}")
 
 
 with_training_options(train)

@@ -5,7 +5,8 @@
 - ``presets``: named sets of options, built in or the user's TOML files;
 - ``files``: TOML config files read and written;
 - ``validate``: types and every problem with a config;
-- ``resolve``: ``build_config``, which layers them.
+- ``resolve``: ``build_config``, which layers them;
+- ``dtypes``: the spellings of a precision every ``--dtype`` accepts (``bf16``, ``bfloat16``).
 
 Precedence, lowest first: field defaults < preset < ``--config FILE.toml`` < environment
 (``NANOGPT_CPU_KERNELS``) < flags. The package imports without torch: ``nanogpt --help``

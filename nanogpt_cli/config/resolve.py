@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from .files import read_config_file
 from .presets import preset_values
 from .schema import DEFAULT_PRESET, SHORTCUTS, SPECS, TrainConfig, option_flag
-from .validate import TypeProblem, check_type, suggest, validate
+from .validate import TypeProblem, canonical, check_type, config_warnings, suggest, validate
 
 # Options an environment variable sets (below the flags, above files and presets).
 ENV_OPTIONS = {"cpu_kernels": "NANOGPT_CPU_KERNELS"}
@@ -84,7 +84,22 @@ def build_config(
     problems += validate(cfg)
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
+    for warning in config_warnings(cfg):
+        _warn_once(warning)
     return cfg
+
+
+_warned: set[str] = set()  # warnings already logged by this process
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning, the first time only: a command may build its config
+    more than once (a resumed run builds the saved one too)."""
+    from ..log import get_logger
+
+    if message not in _warned:
+        _warned.add(message)
+        get_logger(__name__).warning(message)
 
 
 def apply_values(cfg: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
@@ -95,11 +110,12 @@ def apply_values(cfg: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
 
 
 def _alias(name: str, value: Any) -> Any:
-    """``value`` with a boolean spelled as its option's choice (``resume=True``: ``yes``)."""
+    """``value`` with a boolean spelled as its option's choice (``resume=True``: ``yes``),
+    and another spelling of a choice as the choice (``dtype="bf16"``: ``bfloat16``)."""
     spec = SPECS.get(name)
     if spec is not None and spec.booleans is not None and isinstance(value, bool):
         return spec.booleans[value]
-    return value
+    return canonical(spec, value) if spec is not None else value
 
 
 def _expand_shortcuts(overrides: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:

@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .dtypes import DTYPE_ALIASES, DTYPE_SPELLINGS
+
 Activation = Literal["gelu", "gelu_tanh"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 SaveFormat = Literal["separated", "unified", "model-only"]
@@ -89,7 +91,11 @@ class OptimConfig:
     grad_clip: float = opt(1.0, "Clip the gradient norm to this value; 0 disables clipping.")
     decay_lr: bool = opt(True, "Decay the learning rate with a cosine schedule.")
     warmup_iters: int = opt(2000, "Steps of linear learning-rate warmup.")
-    lr_decay_iters: int = opt(600000, "Step at which the cosine decay reaches min_lr.")
+    lr_decay_iters: int = opt(
+        600000,
+        "Step at which the cosine decay reaches min_lr (below warmup_iters: min_lr right after "
+        "the warmup, as in nanoGPT).",
+    )
     min_lr: float = opt(6e-5, "Learning rate at the end of the decay.")
     max_bad_steps: int = opt(
         10,
@@ -123,6 +129,10 @@ class RunConfig:
         bare="yes",
         booleans=("no", "yes"),
     )
+    overwrite: bool = opt(
+        False,
+        "Start afresh in an out_dir that holds a run; the old run goes once the new one saves.",
+    )
     always_save_checkpoint: bool = opt(
         True, "Save at every evaluation, not only when val loss improves."
     )
@@ -133,6 +143,7 @@ class RunConfig:
         shortcuts={"save_separate_optimizer": "separated", "save_model_only": "model-only"},
     )
     log_interval: int = opt(1, "Log training loss every this many steps.")
+    sample_at_end: bool = opt(True, "Print a short sample from the model when training ends.")
     tracker: TrackerName = opt(
         "none",
         "Also send metrics to tensorboard (out_dir/tensorboard) or wandb (Weights & Biases); "
@@ -150,7 +161,10 @@ class SystemConfig:
 
     device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
     dtype: DType = opt(
-        "auto", "Precision (auto: bfloat16 on CUDA where supported, else float16; float32 on CPU)."
+        "auto",
+        "Precision: auto (bfloat16 on CUDA where supported, else float16; float32 on CPU and "
+        f"MPS), {DTYPE_SPELLINGS}.",
+        aliases=DTYPE_ALIASES,
     )
     compile: bool | None = opt(
         None,
@@ -229,6 +243,8 @@ class OptionSpec:
     complete: str | None = None  # what shell completion offers: dataset, checkpoint, ...
     bare: Any = None  # the value of the flag given without one (--resume: yes)
     booleans: tuple[Any, Any] | None = None  # the values false and true stand for
+    # Other spellings of the choices, any case: {"bf16": "bfloat16"}.
+    aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def flag(self) -> str:
@@ -270,6 +286,7 @@ def option_specs() -> list[OptionSpec]:
                     complete=f.metadata.get("complete"),
                     bare=f.metadata.get("bare"),
                     booleans=f.metadata.get("booleans"),
+                    aliases=tuple(f.metadata.get("aliases", {}).items()),
                 )
             )
     return specs

@@ -16,19 +16,30 @@ class TypeProblem:
     message: str
 
 
+def canonical(spec: OptionSpec, value: Any) -> Any:
+    """``value`` as its option spells it: another spelling of a choice (``bf16``, ``FP32``)
+    becomes the choice (``bfloat16``, ``float32``)."""
+    if spec.aliases and isinstance(value, str):
+        key = value.strip().lower()
+        return dict(spec.aliases).get(key, key)
+    return value
+
+
 def check_type(spec: OptionSpec, value: Any) -> Any:
-    """``value`` checked against the option's type (ints widen to floats), or a
-    ``TypeProblem`` saying what was expected."""
+    """``value`` checked against the option's type (ints widen to floats, other spellings
+    of a choice become the choice), or a ``TypeProblem`` saying what was expected."""
     base = spec.base_type
     if value is None and base is not spec.type:
         return None
     if typing.get_origin(base) is Literal:
         choices = typing.get_args(base)
+        value = canonical(spec, value)
         if isinstance(value, bool) and spec.booleans is not None:
             return spec.booleans[value]  # resume = true in a file, resume=True from Python
         if value in choices:
             return value
-        return TypeProblem(f"expected one of {', '.join(choices)}, got {value!r}")
+        others = f" (or {', '.join(a for a, _ in spec.aliases)})" if spec.aliases else ""
+        return TypeProblem(f"expected one of {', '.join(choices)}{others}, got {value!r}")
     if base is bool:
         ok = isinstance(value, bool)
     elif base is int:
@@ -110,11 +121,6 @@ def validate(cfg: TrainConfig) -> list[str]:
         problems.append(f"--weight-decay must not be negative (got {o.weight_decay})")
     if o.grad_clip < 0:
         problems.append(f"--grad-clip must not be negative (got {o.grad_clip})")
-    if o.decay_lr and o.lr_decay_iters < o.warmup_iters:
-        problems.append(
-            f"--lr-decay-iters ({o.lr_decay_iters}) must be at least "
-            f"--warmup-iters ({o.warmup_iters})"
-        )
     if d.total_batch_tokens is not None:
         micro = d.batch_size * m.block_size
         if d.total_batch_tokens <= 0 or micro <= 0 or d.total_batch_tokens % micro:
@@ -129,6 +135,22 @@ def validate(cfg: TrainConfig) -> list[str]:
     if not cfg.run.out_dir:
         problems.append("--out-dir must not be empty")
     return problems
+
+
+def config_warnings(cfg: TrainConfig) -> list[str]:
+    """What a valid config does that was likely not meant, each naming the options
+    involved (``build_config`` logs them)."""
+    warnings: list[str] = []
+    o = cfg.optim
+    if o.decay_lr and o.lr_decay_iters < o.warmup_iters:
+        # nanoGPT's get_lr: the warmup, then past lr_decay_iters the minimum rate.
+        warnings.append(
+            f"--lr-decay-iters ({o.lr_decay_iters}) is below --warmup-iters "
+            f"({o.warmup_iters}): the learning rate warms up for {o.warmup_iters} steps, then "
+            f"stays at --min-lr ({o.min_lr:g}), as nanoGPT's schedule does; set "
+            "--lr-decay-iters above --warmup-iters for a cosine decay"
+        )
+    return warnings
 
 
 def suggest(word: str, candidates: Mapping[str, Any] | list[str]) -> str:

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from ..log import get_logger, progress
+from ..log import get_logger
+from ..progress import progress
 from .dataset import META_FILE, SPLITS, TOKEN_BYTES, write_meta
 
 logger = get_logger(__name__)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
-from ..paths import dataset_dir
+from ..paths import data_root, data_root_origin, dataset_dir, is_dataset_path
 
 META_FILE = "meta.json"
 SPLITS = ("train", "val")
@@ -60,7 +60,12 @@ def open_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
             if hint
             else "see `nanogpt prepare --help`, or pass --dataset DIR of a prepared dataset"
         )
-        raise DatasetError(f"dataset '{name}' is not prepared (no {meta_path}); {how}")
+        where = (
+            ""  # --dataset named a folder: no data directory involved
+            if is_dataset_path(name)
+            else f"; data directory {data_root(data_dir)}, {data_root_origin(data_dir)}"
+        )
+        raise DatasetError(f"dataset '{name}' is not prepared (no {meta_path}{where}); {how}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

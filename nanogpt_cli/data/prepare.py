@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,7 @@ from ..errors import DatasetError
 from ..log import get_logger
 from ..paths import dataset_dir
 from .build import Piece, PrepareResult, existing_dataset, skipped_result, write_dataset
-from .download import download, is_url
+from .download import download, is_url, sha256_of
 from .sources import DEFAULT_GLOB, TextFile, files_fingerprint, find_files
 
 logger = get_logger(__name__)
@@ -40,6 +41,7 @@ TINYSHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+SHAKESPEARE_URL_ENV = "NANOGPT_SHAKESPEARE_URL"  # another place to download it from
 SHAKESPEARE_VAL_FRACTION = 0.1  # nanoGPT: the first 90% trains, the last 10% validates
 OPENWEBTEXT_VAL_FRACTION = 0.0005  # nanoGPT's openwebtext/prepare.py
 OPENWEBTEXT_SEED = 2357
@@ -57,13 +59,36 @@ def default_num_proc() -> int:
 # -- tinyshakespeare ----------------------------------------------------------------------
 
 
-def _tinyshakespeare(source: str | None) -> Path:
+def _tinyshakespeare(source: str | None, name: str, data_dir: str | Path | None) -> Path:
+    """The corpus: ``source`` (a file or URL), else ``$NANOGPT_SHAKESPEARE_URL``, else the
+    default URL. Only the default download's sha256 is known, so only it is checked."""
+    again = f"nanogpt prepare {name} --source PATH"
+    again += f" --data-dir {shlex.quote(str(data_dir))}" if data_dir else ""
+    hint = (
+        f"offline, get tinyshakespeare's input.txt elsewhere and run `{again}`, or set "
+        f"{SHAKESPEARE_URL_ENV} to a mirror or a file:// URL of a copy"
+    )
     if source is None:
-        return download(TINYSHAKESPEARE_URL, "tinyshakespeare.txt", TINYSHAKESPEARE_SHA256)
+        url = os.environ.get(SHAKESPEARE_URL_ENV) or TINYSHAKESPEARE_URL
+        if url == TINYSHAKESPEARE_URL:
+            return download(url, "tinyshakespeare.txt", TINYSHAKESPEARE_SHA256, hint=hint)
+        if not is_url(url):
+            raise DatasetError(
+                f"{SHAKESPEARE_URL_ENV}={url} is not a URL; use http(s)://... or, for a local "
+                "file, file:///absolute/path/input.txt"
+            )
+        path = _download_url(url, hint)
+        sha = sha256_of(path)  # logged, not checked: only the default file's is known
+        logger.info(f"tinyshakespeare from {url} ({SHAKESPEARE_URL_ENV}), sha256 {sha}")
+        return path
     if is_url(source):
-        url_hash = hashlib.sha1(source.encode()).hexdigest()[:12]
-        return download(source, f"tinyshakespeare-{url_hash}.txt")
+        return _download_url(source, hint)
     return Path(source).expanduser()
+
+
+def _download_url(url: str, hint: str) -> Path:
+    url_hash = hashlib.sha1(url.encode()).hexdigest()[:12]
+    return download(url, f"tinyshakespeare-{url_hash}.txt", hint=hint)
 
 
 def prepare_shakespeare_char(
@@ -75,7 +100,7 @@ def prepare_shakespeare_char(
     user cache.
     """
     return prepare_text(
-        [_tinyshakespeare(source)],
+        [_tinyshakespeare(source, "shakespeare-char", data_dir)],
         name="shakespeare-char",
         tokenizer="char",
         val_fraction=SHAKESPEARE_VAL_FRACTION,
@@ -93,7 +118,7 @@ def prepare_shakespeare(
 ) -> PrepareResult:
     """Tinyshakespeare with GPT-2's BPE, as nanoGPT's ``shakespeare`` dataset."""
     return prepare_text(
-        [_tinyshakespeare(source)],
+        [_tinyshakespeare(source, "shakespeare", data_dir)],
         name="shakespeare",
         tokenizer="gpt2",
         val_fraction=SHAKESPEARE_VAL_FRACTION,

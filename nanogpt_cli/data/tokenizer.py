@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import DatasetError
+from ..errors import DatasetError, first_line
 
 
 class Tokenizer(Protocol):
@@ -65,8 +65,8 @@ class TiktokenTokenizer:
             raise DatasetError(f"unknown tiktoken encoding {name!r}: {e}") from None
         except Exception as e:  # the BPE files are downloaded on first use
             raise DatasetError(
-                f"cannot load the {name} BPE files (tiktoken downloads them on first use and "
-                f"caches them in $TIKTOKEN_CACHE_DIR): {str(e).strip().splitlines()[0]}"
+                f"cannot load the {name} BPE files (tiktoken downloads them on first use): "
+                f"{first_line(e)}; {_offline_hint(name)}"
             ) from None
         self.name = name
         self.vocab_size = self.encoding.n_vocab
@@ -88,15 +88,43 @@ _GPT2_BPE_URLS = {
 }
 
 
+def tiktoken_cache_dir() -> Path | None:
+    """Where tiktoken caches its downloads (as its ``load.read_file_cached`` decides):
+    ``$TIKTOKEN_CACHE_DIR``, else ``$DATA_GYM_CACHE_DIR``, else ``data-gym-cache`` in the
+    temporary directory; None when caching is off (the variable set to an empty string)."""
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            return Path(os.environ[var]) if os.environ[var] else None
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def gpt2_bpe_cache_names() -> dict[str, str]:
+    """The name tiktoken gives each GPT-2 BPE file in its cache: the sha1 of its URL."""
+    return {name: hashlib.sha1(url.encode()).hexdigest() for name, url in _GPT2_BPE_URLS.items()}
+
+
+def _offline_hint(name: str) -> str:
+    if name != "gpt2":
+        return "run once online, or copy $TIKTOKEN_CACHE_DIR from a machine where it works"
+    cache = tiktoken_cache_dir()
+    where = f"into {cache}" if cache else "into a folder named by $TIKTOKEN_CACHE_DIR"
+    files = " and ".join(f"{file} as {cached}" for file, cached in gpt2_bpe_cache_names().items())
+    return (
+        f"offline, copy GPT-2's {files} (from openaipublic.blob.core.windows.net/gpt-2/"
+        f"encodings/main/) {where} ($TIKTOKEN_CACHE_DIR chooses it)"
+    )
+
+
 def gpt2_bpe_files() -> tuple[Path, Path] | None:
     """GPT-2's ``encoder.json`` and ``vocab.bpe`` from tiktoken's cache, fetched there first
     if need be; None when they cannot be had (no network and nothing cached).
 
     These are Hugging Face's ``vocab.json`` and ``merges.txt`` under other names.
     """
-    cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
-    cache_dir = Path(cache or Path(tempfile.gettempdir()) / "data-gym-cache")
-    paths = [cache_dir / hashlib.sha1(url.encode()).hexdigest() for url in _GPT2_BPE_URLS.values()]
+    cache_dir = tiktoken_cache_dir()
+    if cache_dir is None:  # tiktoken keeps no files
+        return None
+    paths = [cache_dir / cached for cached in gpt2_bpe_cache_names().values()]
     if not all(p.is_file() for p in paths):
         try:
             TiktokenTokenizer("gpt2")  # downloads both files into the cache

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from ..config import TrainConfig
+from ..data.first_use import prepare_if_missing
 from ..state import TrainResult, TrainState
 from .distributed import under_torchrun
 from .engine import Trainer
@@ -27,12 +28,36 @@ def train(cfg: TrainConfig) -> TrainResult:
     torchrun, this process trains its share.
     """
     if cfg.system.nproc_per_node > 1 and not under_torchrun():
-        return launch(cfg)
-    trainer = Trainer(cfg)
+        prepare_if_missing(cfg.data.dataset, cfg.data.data_dir)  # once, before the processes
+        result, main = launch(cfg), True
+    else:
+        trainer = Trainer(cfg)
+        try:
+            result = trainer.run()
+        finally:
+            trainer.close()
+        main = trainer.main
+    if main and result.saved and cfg.run.sample_at_end and not cfg.eval.eval_only:
+        result.sample = _sample(cfg, result)
+    return result
+
+
+def _sample(cfg: TrainConfig, result: TrainResult) -> str | None:
+    """What the model learned, in a few lines; a failure here never fails the run."""
+    from ..errors import NanoGPTError
+    from ..log import get_logger
+    from ..sample import sample_of_run
+
     try:
-        return trainer.run()
-    finally:
-        trainer.close()
+        return sample_of_run(
+            result.out_dir,
+            device=cfg.system.device,
+            seed=cfg.system.seed,
+            cpu_kernels=cfg.system.cpu_kernels,
+        )
+    except NanoGPTError as e:
+        get_logger(__name__).warning(f"no sample at the end: {e}")
+        return None
 
 
 __all__ = ["TrainResult", "TrainState", "Trainer", "resolve_config", "train"]

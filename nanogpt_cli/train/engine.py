@@ -17,32 +17,40 @@ import torch
 
 from ..checkpoint import Checkpoint, save_checkpoint
 from ..config import TrainConfig, config_toml
-from ..data.dataset import open_dataset
-from ..errors import ConfigError, TrainingError
+from ..data.first_use import open_or_prepare
+from ..errors import TrainingError
 from ..evaluate import evaluation_windows, split_losses
-from ..log import Progress, get_logger, progress
+from ..log import get_logger
 from ..metrics import METRICS_FILE, MetricsWriter, NullMetrics
+from ..progress import Progress, progress
 from ..runtime import peak_flops
 from ..state import TrainResult, TrainState
 from ..trackers import make_tracker
 from .distributed import PEER_ERRORS, full_state, init_distributed, is_peer_failure, peer_failure
+from .estimate import LONG_RUN_S, duration, estimate_run
 from .health import Health
 from .optim import learning_rate
+from .outdir import (
+    RUN_CONFIG_FILE,
+    SetAside,
+    check_fresh_run,
+    check_out_dir,
+    make_out_dir,
+    resume_command,
+)
 from .rng import capture_rng
 from .setup import build_step, micro_batches_per_process, start_device, train_batches
 from .signals import Interrupted, StopRequests
-from .start import build_model, restore, starting_point
+from .start import build_model, restore, starting_point, wants_resume
 from .step import StepReport
 
 logger = get_logger(__name__)
-
-RUN_CONFIG_FILE = "config.toml"
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
-        self.out_dir = _prepare_out_dir(cfg.run.out_dir)
+        self.out_dir = check_out_dir(cfg.run.out_dir)
         self.dist = init_distributed(cfg.system)
         try:
             self._setup(cfg)
@@ -63,8 +71,12 @@ class Trainer:
     def _setup(self, cfg: TrainConfig) -> None:
         world = self.dist.world if self.dist else 1
         micro_batches_per_process(cfg, world)  # a config that cannot run fails before loading
+        resume = wants_resume(cfg.run.resume, self.out_dir)
+        cfg.run.resume = "yes" if resume else "no"
+        if self.main and not resume and not cfg.eval.eval_only:
+            check_fresh_run(self.out_dir, cfg.run.overwrite)
         self.device, self.dtype = start_device(cfg, self.dist)
-        self.dataset = open_dataset(cfg.data.dataset, cfg.data.data_dir)
+        self.dataset = open_or_prepare(cfg.data.dataset, cfg.data.data_dir, self.dist)
         begin = starting_point(cfg, self.dataset, self.out_dir)
         self.resumed = begin.resumed
         self.model = build_model(cfg, begin)
@@ -104,6 +116,7 @@ class Trainer:
         self.health = Health(cfg.optim.max_bad_steps)
         self._warned_slow = False
         self._stop = StopRequests()
+        self._aside: SetAside | None = None
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -149,11 +162,21 @@ class Trainer:
             f"tensors with weight decay {cfg.optim.weight_decay}, {undecayed} without; "
             f"{self.parts.micro_batches} micro-batches of {cfg.data.batch_size} per step"
         )
+        if not cfg.eval.eval_only:
+            self._estimate()
         if self.main:
-            write_run_config(self.out_dir / RUN_CONFIG_FILE, cfg)
-        # A fresh run starts a fresh metrics file; resuming or evaluating adds to it.
-        append = self.resumed or cfg.eval.eval_only
-        metrics = self._metrics(append)
+            make_out_dir(self.out_dir)
+            if cfg.run.overwrite and not self.resumed and not cfg.eval.eval_only:
+                self._aside = SetAside.previous_run(self.out_dir)
+        tokens_at_start = state.tokens_seen
+        try:
+            if self.main:
+                write_run_config(self.out_dir / RUN_CONFIG_FILE, cfg)
+            # A fresh run starts a fresh metrics file; resuming or evaluating adds to it.
+            metrics = self._metrics(append=self.resumed or cfg.eval.eval_only)
+        except BaseException:
+            self._keep_previous_run()
+            raise
         failed = True
         try:
             # On a terminal a live line shows the progress and the per-interval lines go to
@@ -173,6 +196,7 @@ class Trainer:
         finally:
             metrics.close(failed=failed)
             self.train_loader.close()
+            self._keep_previous_run()
         return TrainResult(
             out_dir=self.out_dir,
             iter_num=state.iter_num,
@@ -181,7 +205,40 @@ class Trainer:
             train_loss=train_loss,
             saved=saved,
             seconds=time.perf_counter() - start_time,
+            tokens=state.tokens_seen - tokens_at_start,
         )
+
+    def _keep_previous_run(self) -> None:
+        """An ``--overwrite`` run that saved nothing puts the previous run back."""
+        if self._aside is not None:
+            self._aside.restore()
+            self._aside = None
+
+    def _estimate(self) -> None:
+        """Log what the run will cost, from a few timed passes (which change nothing),
+        before its first step and first evaluation; warn, off CUDA, when it is long."""
+        cfg, state = self.cfg, self.state
+        if state.iter_num >= cfg.optim.max_iters:
+            return
+        window = self.eval_windows["train"][: cfg.data.batch_size]
+        times = self.step.measure(window[:, :-1], window[:, 1:])
+        estimate = estimate_run(
+            state.iter_num,
+            cfg.optim.max_iters,
+            cfg.eval.eval_interval,
+            -(-cfg.eval.eval_iters // (self.dist.world if self.dist else 1)),
+            times.step_s,
+            times.eval_s,
+            resumed=self.resumed,
+        )
+        logger.info(f"this run: {estimate.describe()}")
+        if estimate.total_s > LONG_RUN_S and self.device.type != "cuda":
+            self._warned_slow = True
+            logger.warning(
+                f"this run will take about {duration(estimate.total_s)} on "
+                f"{self.device.type.upper()}; a smaller model trains in minutes "
+                "(--preset shakespeare-char-cpu), or give fewer --max-iters"
+            )
 
     def _loop(
         self, metrics: MetricsWriter | NullMetrics, bar: Progress
@@ -259,8 +316,8 @@ class Trainer:
             if self._stop_requested(at_log):
                 self.save(pending_loader_state)
                 raise Interrupted(
-                    f"stopped by {self._stop.name} at iteration {state.iter_num}; the "
-                    f"checkpoint in {self.out_dir} continues it with --resume",
+                    f"stopped by {self._stop.name} at iteration {state.iter_num}; continue "
+                    f"with `{resume_command(self.out_dir)}`",
                     self._stop.signum or 15,
                 )
         # A run always leaves a checkpoint behind, even if no evaluation improved.
@@ -305,7 +362,7 @@ class Trainer:
         line = (
             f"iter {state.iter_num}: loss {loss:.4f}, lr {lr:.2e}{grad}, "
             f"{dt * 1000:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, "
-            f"mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, eta {_duration(eta)}"
+            f"mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, eta {duration(eta)}"
         )
         fields = {
             "iter": state.iter_num,
@@ -334,7 +391,7 @@ class Trainer:
         if not self._warned_slow and self.device.type == "cpu" and eta > 3600:
             self._warned_slow = True
             logger.warning(
-                f"this run will take about {_duration(eta)} on the CPU; "
+                f"this run will take about {duration(eta)} on the CPU; "
                 "a smaller model trains in minutes, e.g. --preset shakespeare-char-cpu"
             )
         self.health.check_loss(loss, grad_norm, state.iter_num)
@@ -373,6 +430,9 @@ class Trainer:
             else {"optimizer": optimizer_state, "scaler": self.parts.scaler.state_dict()},
         )
         files = save_checkpoint(ckpt, self.out_dir, fmt)
+        if self._aside is not None:  # the new run has a checkpoint: the old one goes
+            self._aside.discard()
+            self._aside = None
         logger.info(
             f"saved {fmt} checkpoint at iter {self.state.iter_num} to "
             f"{files[0] if fmt == 'unified' else self.out_dir}"
@@ -389,30 +449,11 @@ def write_run_config(path: Path, cfg: TrainConfig) -> None:
     )
     repeat = copy.deepcopy(cfg)
     repeat.run.resume = "no"  # a repeat starts afresh (add --resume to continue instead)
+    repeat.run.overwrite = False  # and never replaces a run unless told to
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(config_toml(repeat, header), encoding="utf-8")
     os.replace(tmp, path)
 
 
-def _prepare_out_dir(out_dir: str) -> Path:
-    path = Path(out_dir).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--out-dir {path} is a file; choose a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create --out-dir {path}: {e.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out-dir {path} is not writable; choose another directory")
-    return path
-
-
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"

@@ -26,7 +26,9 @@ from ..config import TrainConfig
 from ..errors import CheckpointError, TrainingError
 from ..log import current_level, get_logger, output_format
 from ..state import TrainResult
+from .outdir import check_fresh_run, check_out_dir, resume_command
 from .setup import micro_batches_per_process
+from .start import wants_resume
 
 logger = get_logger(__name__)
 
@@ -44,6 +46,12 @@ def launch(cfg: TrainConfig) -> TrainResult:
 
     n = cfg.system.nproc_per_node
     micro_batches_per_process(cfg, n)  # a config that cannot run fails before starting any
+    tokens_at_start = 0
+    if wants_resume(cfg.run.resume, cfg.run.out_dir):
+        with contextlib.suppress(CheckpointError):  # the processes report a missing one
+            tokens_at_start = read_checkpoint(cfg.run.out_dir).state.tokens_seen
+    elif not cfg.eval.eval_only:
+        check_fresh_run(check_out_dir(cfg.run.out_dir), cfg.run.overwrite)
     start = time.perf_counter()
     # The launcher's own notices ("sending SIGTERM to ...") would bury the one line below.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
@@ -69,12 +77,16 @@ def launch(cfg: TrainConfig) -> TrainResult:
             with _environment(env), _signal_handlers():  # the processes inherit env
                 elastic_launch(config, sys.executable)(*worker_args(path))
         except ChildFailedError as e:
-            raise TrainingError(f"the run ended: {_failures(e, n)}; resume with --resume") from None
+            raise TrainingError(
+                f"the run ended: {_failures(e, n)}; continue with "
+                f"`{resume_command(cfg.run.out_dir)}`"
+            ) from None
     try:
         ckpt = read_checkpoint(cfg.run.out_dir)
         iter_num, best = ckpt.state.iter_num, ckpt.state.best_val_loss
+        tokens = ckpt.state.tokens_seen - tokens_at_start
     except CheckpointError:  # an evaluation-only run saves none
-        iter_num, best = cfg.optim.max_iters, float("inf")
+        iter_num, best, tokens = cfg.optim.max_iters, float("inf"), 0
     return TrainResult(
         out_dir=Path(cfg.run.out_dir),
         iter_num=iter_num,
@@ -83,6 +95,7 @@ def launch(cfg: TrainConfig) -> TrainResult:
         train_loss=None,
         saved=True,
         seconds=time.perf_counter() - start,
+        tokens=tokens,
     )
 
 

@@ -65,7 +65,9 @@ def clip_gradients(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
 
 
 def learning_rate(it: int, cfg: OptimConfig) -> float:
-    """Linear warmup to ``learning_rate``, cosine decay to ``min_lr`` at ``lr_decay_iters``."""
+    """Linear warmup to ``learning_rate``, cosine decay to ``min_lr`` at ``lr_decay_iters``:
+    nanoGPT's ``get_lr``. With ``lr_decay_iters`` at or below ``warmup_iters`` the warmup is
+    followed by ``min_lr`` (where nanoGPT divides by zero at equal values)."""
     if not cfg.decay_lr:
         return cfg.learning_rate
     if it < cfg.warmup_iters:

@@ -10,6 +10,7 @@ itself never waits for the GPU.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +19,24 @@ import torch
 
 from ..errors import first_line
 from ..log import get_logger
-from ..runtime import autocast
+from ..runtime import autocast, synchronize
 from .optim import clip_gradients, total_norm
 
 logger = get_logger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class StepTimes:
+    """What ``TrainStep.measure`` found: the first forward and backward pass (compilation
+    included, where the model is compiled), one after it, a whole optimizer step made of
+    such passes, and an evaluation forward pass of the same batch."""
+
+    first_s: float
+    micro_s: float
+    step_s: float
+    eval_s: float
 
 
 @dataclass
@@ -113,6 +126,49 @@ class TrainStep:
         self._norms.append(norm.float())
         self._bad.append(bad)
         return x, y
+
+    def measure(self, x: torch.Tensor, y: torch.Tensor, budget_s: float = 2.0) -> StepTimes:
+        """Time forward and backward passes on ``(x, y)`` (one untimed first, then more
+        until ``budget_s`` is spent, at most three; one alone if it took longer than that
+        without compiling) and one evaluation forward pass, without
+        changing the run: the optimizer never steps, the gradients are dropped and the
+        random generators put back. A step's time is ``grad_accum`` passes (the optimizer's
+        update, a small part, is not included)."""
+        from .rng import capture_rng, restore_rng
+
+        rng = capture_rng()
+        mps_rng = torch.mps.get_rng_state() if self.device.type == "mps" else None
+        try:
+            times: list[float] = []
+            while not times or (len(times) < 4 and sum(times[1:]) < budget_s):
+                if len(times) == 1 and times[0] > budget_s and not self.compiled:
+                    break  # one long eager pass is its own estimate (a warm-up is small)
+                synchronize(self.device)
+                start = time.perf_counter()
+                with self._sync(True):
+                    with autocast(self.device, self.dtype):
+                        _, loss = self._forward(x, y)
+                    loss.backward()
+                synchronize(self.device)
+                times.append(time.perf_counter() - start)
+            self.optimizer.zero_grad(set_to_none=True)
+            was_training = self.model.training
+            self.model.eval()
+            with torch.no_grad(), autocast(self.device, self.dtype):
+                synchronize(self.device)
+                start = time.perf_counter()
+                self.model(x, y, return_logits=False)
+                synchronize(self.device)
+                eval_s = time.perf_counter() - start
+            self.model.train(was_training)
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            restore_rng(rng)
+            if mps_rng is not None:
+                torch.mps.set_rng_state(mps_rng)
+        timed = times[1:] or times
+        micro_s = sorted(timed)[len(timed) // 2]
+        return StepTimes(times[0], micro_s, micro_s * self.grad_accum, eval_s)
 
     def _guarded_step(self, bad: torch.Tensor) -> None:
         # The fused AdamW kernel skips its update where ``found_inf`` is set, the way

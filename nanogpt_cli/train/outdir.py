@@ -1,0 +1,162 @@
+"""A run's output directory: what a fresh run may replace, and when.
+
+A fresh run (not ``--resume``) into an ``--out-dir`` that holds a checkpoint stops before it
+writes anything, naming the run it found. With ``--overwrite`` the old run's files are set
+aside in ``previous-run/`` and deleted only once the new run has saved its first checkpoint;
+a new run that ends without saving puts them back. A run set aside by a process that was
+killed before its first save is still found there, so it is never lost by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from pathlib import Path
+
+from ..checkpoint import (
+    CONFIG_FILE,
+    META_FILE,
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    UNIFIED_FILE,
+    read_checkpoint,
+)
+from ..errors import CheckpointError, ConfigError
+from ..log import get_logger
+from ..metrics import METRICS_FILE
+from ..trackers import TENSORBOARD_DIR, WANDB_ID_FILE
+
+logger = get_logger(__name__)
+
+RUN_CONFIG_FILE = "config.toml"
+PREVIOUS_RUN_DIR = "previous-run"
+# What a training run writes into its out-dir (checkpoint files with their temporaries).
+_CHECKPOINT_FILES = (CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, UNIFIED_FILE)
+RUN_FILES = (
+    *_CHECKPOINT_FILES,
+    *(name + ".tmp" for name in _CHECKPOINT_FILES),
+    META_FILE,
+    METRICS_FILE,
+    RUN_CONFIG_FILE,
+    TENSORBOARD_DIR,
+    WANDB_ID_FILE,
+)
+
+
+def resume_command(out_dir: str | Path) -> str:
+    """The command that continues the run in ``out_dir``."""
+    return f"nanogpt train --out-dir {shlex.quote(str(out_dir))} --resume"
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` as a path, if it is (or can be made) a writable directory. Nothing is
+    created: a run that fails before it starts leaves no directory behind."""
+    path = Path(out_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out-dir {path} is a file; choose a directory")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        where = path if existing == path else f"{existing} (the parent of --out-dir {path})"
+        raise ConfigError(f"{where} is not writable; choose another --out-dir")
+    return path
+
+
+def make_out_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create --out-dir {path}: {e.strerror or e}") from None
+
+
+def describe_run(path: Path) -> str | None:
+    """How the run whose checkpoint is in ``path`` stands ("iteration 300, best val loss
+    2.4012"), or None if ``path`` holds no checkpoint."""
+    if not path.is_dir() or not any((path / name).exists() for name in _CHECKPOINT_FILES):
+        return None
+    try:
+        state = read_checkpoint(path).state
+    except CheckpointError as e:
+        return f"a checkpoint that cannot be read: {e}"
+    best = state.best_val_loss
+    return f"iteration {state.iter_num}, best val loss " + (
+        f"{best:.4f}" if best < float("inf") else "n/a"
+    )
+
+
+def check_fresh_run(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse to start a fresh run over the checkpoint in ``out_dir`` (or one an interrupted
+    ``--overwrite`` set aside) unless ``overwrite``."""
+    if overwrite:
+        return
+    path = Path(out_dir).expanduser()
+    found = describe_run(path)
+    where = path
+    if found is None:
+        where = path / PREVIOUS_RUN_DIR
+        found = describe_run(where)
+        if found is not None:
+            found += ", set aside by an --overwrite run that never saved"
+    if found is None:
+        return
+    raise ConfigError(
+        f"--out-dir {path} already holds a run ({found}, in {where}): continue it with "
+        f"`{resume_command(path)}`, start afresh with --overwrite (the old run is deleted once "
+        "the new one saves), or choose another --out-dir"
+    )
+
+
+class SetAside:
+    """The previous run's files, moved into ``out_dir/previous-run`` while a fresh
+    ``--overwrite`` run has not saved yet."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.folder = out_dir / PREVIOUS_RUN_DIR
+        self.names: list[str] = []
+
+    @classmethod
+    def previous_run(cls, out_dir: Path) -> SetAside | None:
+        """Move the run files found in ``out_dir`` aside; None if there were none."""
+        aside = cls(out_dir)
+        names = [name for name in RUN_FILES if (out_dir / name).exists()]
+        if not names and not aside.folder.exists():
+            return None
+        if aside.folder.exists():
+            # What an earlier --overwrite run set aside and never replaced: --overwrite
+            # replaces it now, like the run in out_dir.
+            shutil.rmtree(aside.folder)
+        aside.folder.mkdir()
+        for name in names:
+            os.replace(out_dir / name, aside.folder / name)
+        aside.names = names
+        logger.info(
+            f"--overwrite: the previous run's files are in {aside.folder} until this run "
+            "saves its first checkpoint"
+        )
+        return aside
+
+    def discard(self) -> None:
+        """The new run has saved: the old one goes."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        logger.info(f"deleted the previous run ({self.folder})")
+
+    def restore(self) -> None:
+        """The new run ended without saving: put the old run's files back."""
+        for name in self.names:
+            target = self.out_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(self.folder / name, target)
+        for name in RUN_FILES:  # what the new run wrote and the old one did not have
+            path = self.out_dir / name
+            if name in self.names:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        logger.info(f"this run saved nothing: the previous run is back in {self.out_dir}")
