@@ -172,3 +172,25 @@ def test_unreadable_entries_are_skipped(
     assert complete_checkpoint(f"{runs}/out-") == [f"{runs}/out-nano"]
     assert complete_checkpoint(f"{runs}/no-such-dir/x") == []
     assert complete_checkpoint(f"{runs}/out-nano/ckpt.pt/") == []
+
+
+def test_the_readme_bash_steps_work_on_a_fresh_machine(tmp_path: Path) -> None:
+    """The README's manual bash steps, run as written in an empty home, give a new
+    interactive bash the completion (nothing else installed)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Shell completion", 1)[1].split("\n## ", 1)[0]
+    steps = re.findall(r"```sh\n(.*?)```", section, re.S)[0]
+    assert "~/.bashrc" in steps
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "PATH": os.environ["PATH"], "TERM": "dumb"}
+    subprocess.run(["bash", "-e", "-c", steps], cwd=ROOT, env=env, check=True)
+    shell = subprocess.run(
+        ["bash", "-i", "-c", "complete -p nanogpt"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert shell.returncode == 0 and "nanogpt" in shell.stdout, shell.stderr

@@ -3,6 +3,7 @@ shown in README.md and docs/ names a real command with real options."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -72,3 +73,14 @@ def test_documented_commands_exist_with_their_options(doc: str, line: str) -> No
         flag = word.split("=", 1)[0]
         if flag.startswith("-") and flag not in WRONG_ON_PURPOSE and flag != "--OPTION":
             assert flag.replace("_", "-") in known, f"{doc}: `{line}`: {cmd.name} has no {flag}"
+
+
+def test_every_readme_timing_names_its_processor() -> None:
+    """A time measured on one machine says which (the processor changes between machines,
+    and the numbers with it)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    timing = re.compile(r"(?<![\w.])~?\d+(?:\.\d+)?\s?(?:s|ms|seconds|minutes|hours)\b")
+    processor = re.compile(r"Xeon|EPYC|Zen \d|Apple M\d|H100|H200|A100")
+    for paragraph in re.split(r"\n\s*\n", text):
+        if timing.search(paragraph):
+            assert processor.search(paragraph), f"a timing without its machine: {paragraph!r}"
