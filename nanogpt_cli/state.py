@@ -31,4 +31,3 @@ class TrainResult:
     saved: bool
     seconds: float
     tokens: int = 0  # trained on in this run (a resumed run counts from where it resumed)
-    sample: str | None = None  # a short sample from the model (``sample_at_end``)

@@ -358,3 +358,11 @@ def test_offline_tiktoken_error_names_the_cache_files(
     assert "\n" not in message and f"into {tmp_path / 'tk'}" in message
     for name, cached in GPT2_BPE_CACHE_NAMES.items():
         assert f"{name} as {cached}" in message
+
+
+def test_a_file_url_with_a_host_is_refused() -> None:
+    from nanogpt_cli.data.download import download
+    from nanogpt_cli.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="three slashes"):
+        download("file://data/input.txt", "x.txt")

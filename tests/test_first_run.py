@@ -102,19 +102,66 @@ def test_an_overwrite_run_that_saves_nothing_puts_the_old_run_back(
     assert not (out / PREVIOUS_RUN_DIR).exists()
 
 
-def test_a_run_set_aside_by_a_killed_overwrite_is_still_found(
-    tiny_options: dict[str, Any],
-) -> None:
-    out = Path(tiny_options["out_dir"])
-    run(tiny_options, max_iters=20)
+def kill_during_overwrite(out: Path) -> Path:
+    """``out`` as an --overwrite run killed before its first save leaves it: the old run in
+    previous-run/, the killed run's metrics and config in ``out``."""
     aside = out / PREVIOUS_RUN_DIR
     aside.mkdir()
     for path in list(out.iterdir()):
         if path != aside:
-            path.rename(aside / path.name)  # as a SIGKILL before the first save leaves it
-    with pytest.raises(ConfigError, match="set aside by an --overwrite run"):
+            path.rename(aside / path.name)
+    (out / "metrics.jsonl").write_text('{"kind": "eval", "iter": 0}\n')
+    (out / "config.toml").write_text("# the killed run's\n")
+    return aside
+
+
+def test_a_run_set_aside_by_a_killed_overwrite_is_still_found(
+    tiny_options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = Path(tiny_options["out_dir"])
+    run(tiny_options, max_iters=20)
+    aside = kill_during_overwrite(out)
+    old = fingerprints(aside)
+    with pytest.raises(ConfigError, match="set aside and never replaced") as error:
         run(tiny_options, max_iters=10)
-    assert (aside / "model.safetensors").is_file()
+    assert f"mv {aside}/* {out}/" in str(error.value)
+
+    # Another --overwrite run that fails before saving keeps that run, and puts it back.
+    def fail(self: TrainStep, *args: Any) -> Any:
+        raise RuntimeError("out of memory")
+
+    with monkeypatch.context() as m:
+        m.setattr(TrainStep, "__call__", fail)
+        with pytest.raises(RuntimeError):
+            run(tiny_options, max_iters=10, overwrite=True)
+    assert fingerprints(out) == old and not aside.exists()
+    assert read_checkpoint(out).state.iter_num == 20
+
+    # Set aside again: an --overwrite run that saves replaces it.
+    kill_during_overwrite(out)
+    assert run(tiny_options, max_iters=10, overwrite=True).saved
+    assert read_checkpoint(out).state.iter_num == 10 and not aside.exists()
+
+
+def test_an_overwrite_run_stopped_early_keeps_the_old_run(
+    tiny_options: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nanogpt_cli.train import Trainer
+    from nanogpt_cli.train.signals import Interrupted
+
+    out = Path(tiny_options["out_dir"])
+    run(tiny_options, max_iters=20)
+    old = fingerprints(out)
+    trainer = Trainer(
+        build_config("shakespeare-char", overrides={**tiny_options, "overwrite": True})
+    )
+    trainer._stop_requested = lambda at_log: True  # type: ignore[method-assign]  # Ctrl-C
+    with pytest.raises(Interrupted):
+        trainer.run()
+    trainer.close()
+    assert fingerprints(out / PREVIOUS_RUN_DIR) == old  # the 20-step run is still there
+    assert read_checkpoint(out).state.iter_num == 1  # beside the stopped run's checkpoint
+    assert "was to replace is still in" in capsys.readouterr().err
 
 
 def test_resume_auto_and_eval_only_are_not_fresh_runs(tiny_options: dict[str, Any]) -> None:
@@ -236,3 +283,44 @@ def test_summary_line() -> None:
         "done in 1m13s: iteration 2000, 1,536,000 tokens at 20,926 tokens/s, best val loss "
         "1.9175; checkpoint in out"
     )
+
+
+def test_measure_makes_the_same_passes_in_every_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Alone, one long pass is its own estimate; in a distributed run every process makes
+    three whatever its clock says (each backward joins collectives)."""
+    import torch
+
+    from nanogpt_cli.config import ModelConfig
+    from nanogpt_cli.model import GPT
+    from nanogpt_cli.train import step as step_module
+
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=8, vocab_size=16))
+    passes: list[bool] = []
+    forward = GPT.forward
+    monkeypatch.setattr(
+        GPT, "forward", lambda self, *a, **k: passes.append(self.training) or forward(self, *a, **k)
+    )
+    clock = iter(range(0, 10_000, 5))  # every pass takes 5 s
+    monkeypatch.setattr(step_module.time, "perf_counter", lambda: float(next(clock)))
+    x = torch.randint(0, 16, (2, 8))
+
+    def make(dist: Any) -> TrainStep:
+        optimizer = torch.optim.AdamW(model.parameters())
+        return TrainStep(
+            model,
+            optimizer,
+            torch.amp.GradScaler("cpu", enabled=False),
+            grad_accum=4,
+            grad_clip=1.0,
+            device=torch.device("cpu"),
+            dtype=torch.float32,
+            dist=dist,
+        )
+
+    times = make(None).measure(x, x)
+    assert passes == [True, False] and times.step_s == 4 * 5.0
+    passes.clear()
+    make(object()).measure(x, x)
+    assert passes == [True, True, True, False]

@@ -42,7 +42,7 @@ def run(
     """Resolve the options, then print them (``--print-config``) or train and report."""
     from ..config import config_toml
     from ..log import get_logger
-    from ..train import resolve_config
+    from ..train import final_sample, resolve_config
     from ..train import train as run_training
     from ..train.estimate import summary
     from .process import tune_process
@@ -57,10 +57,12 @@ def run(
         return
     logger = get_logger(__name__)
     logger.info(summary(result))
-    if result.sample is not None:
-        logger.info("a sample from the model:")
-        typer.echo(result.sample.rstrip("\n"))
-    if result.saved:
+    if result.saved and cfg.run.sample_at_end:
+        sample = final_sample(cfg, result)
+        if sample is not None:
+            logger.info("a sample from the model:")
+            typer.echo(sample.rstrip("\n"))
+    if result.saved or cfg.run.resume == "yes":
         logger.info(f"next: nanogpt sample --out-dir {shlex.quote(str(result.out_dir))}")
 
 

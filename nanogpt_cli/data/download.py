@@ -36,6 +36,11 @@ def local_path(url: str) -> Path | None:
     if not url.startswith("file://"):
         return None
     parsed = urllib.parse.urlparse(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise DatasetError(
+            f"{url} names a host ({parsed.netloc}); a local file is file:///absolute/path "
+            "(three slashes)"
+        )
     return Path(urllib.request.url2pathname(parsed.path))
 
 

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from ..config import TrainConfig
-from ..data.first_use import prepare_if_missing
+from ..errors import first_line
 from ..state import TrainResult, TrainState
 from .distributed import under_torchrun
 from .engine import Trainer
@@ -28,26 +28,25 @@ def train(cfg: TrainConfig) -> TrainResult:
     torchrun, this process trains its share.
     """
     if cfg.system.nproc_per_node > 1 and not under_torchrun():
-        prepare_if_missing(cfg.data.dataset, cfg.data.data_dir)  # once, before the processes
-        result, main = launch(cfg), True
-    else:
-        trainer = Trainer(cfg)
-        try:
-            result = trainer.run()
-        finally:
-            trainer.close()
-        main = trainer.main
-    if main and result.saved and cfg.run.sample_at_end and not cfg.eval.eval_only:
-        result.sample = _sample(cfg, result)
-    return result
+        return launch(cfg)
+    trainer = Trainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
 
 
-def _sample(cfg: TrainConfig, result: TrainResult) -> str | None:
-    """What the model learned, in a few lines; a failure here never fails the run."""
-    from ..errors import NanoGPTError
+def final_sample(cfg: TrainConfig, result: TrainResult) -> str | None:
+    """A short sample from the run's checkpoint (``sample.sample_of_run``), what
+    ``nanogpt train`` prints at the end; None, with a warning, if it cannot be made: a run
+    that trained and saved never fails here."""
+    import torch
+
     from ..log import get_logger
     from ..sample import sample_of_run
 
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # what training left cached
     try:
         return sample_of_run(
             result.out_dir,
@@ -55,9 +54,9 @@ def _sample(cfg: TrainConfig, result: TrainResult) -> str | None:
             seed=cfg.system.seed,
             cpu_kernels=cfg.system.cpu_kernels,
         )
-    except NanoGPTError as e:
-        get_logger(__name__).warning(f"no sample at the end: {e}")
+    except Exception as e:  # the run is done; its sample is a bonus
+        get_logger(__name__).warning(f"no sample at the end: {first_line(e)}")
         return None
 
 
-__all__ = ["TrainResult", "TrainState", "Trainer", "resolve_config", "train"]
+__all__ = ["TrainResult", "TrainState", "Trainer", "final_sample", "resolve_config", "train"]

@@ -224,11 +224,12 @@ def is_peer_failure(e: BaseException) -> bool:
     return any(sign in text for sign in _PEER_SIGNS)
 
 
-def peer_failure(e: BaseException, d: Dist) -> TrainingError:
-    """The error a process reports when a collective failed: another process stopped."""
+def peer_failure(e: BaseException, resume: str) -> TrainingError:
+    """The error a process reports when a collective failed: another process stopped;
+    ``resume`` is the command that continues the run."""
     text = re.sub(r"\[[^\]]*\.(?:cc|cpp|h)?:\d+\]\s*", "", str(e).strip())  # gloo's file:line
     reason = text.splitlines()[0].split(". ")[0] if text else type(e).__name__
     return TrainingError(
         f"another process of the run stopped or stopped answering ({reason[:160]}); the run "
-        "ends. Resume from the last checkpoint with --resume"
+        f"ends. Continue from the last checkpoint with `{resume}`"
     )

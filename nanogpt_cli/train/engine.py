@@ -73,7 +73,7 @@ class Trainer:
         micro_batches_per_process(cfg, world)  # a config that cannot run fails before loading
         resume = wants_resume(cfg.run.resume, self.out_dir)
         cfg.run.resume = "yes" if resume else "no"
-        if self.main and not resume and not cfg.eval.eval_only:
+        if not resume and not cfg.eval.eval_only:  # every process: they agree
             check_fresh_run(self.out_dir, cfg.run.overwrite)
         self.device, self.dtype = start_device(cfg, self.dist)
         self.dataset = open_or_prepare(cfg.data.dataset, cfg.data.data_dir, self.dist)
@@ -191,7 +191,7 @@ class Trainer:
                 except PEER_ERRORS as e:
                     if self.dist is None or not is_peer_failure(e):
                         raise
-                    raise peer_failure(e, self.dist) from None
+                    raise peer_failure(e, resume_command(self.out_dir)) from None
             failed = False
         finally:
             metrics.close(failed=failed)
@@ -314,7 +314,15 @@ class Trainer:
                 self._report(metrics, bar, lr, report, (now - t_log) / iters_since_log)
                 t_log, iters_since_log = now, 0
             if self._stop_requested(at_log):
-                self.save(pending_loader_state)
+                # A run stopped before it saved on its own replaces nothing: the run that
+                # --overwrite set aside stays beside the stopped run's checkpoint.
+                self.save(pending_loader_state, replace_previous=False)
+                if self._aside is not None:
+                    logger.warning(
+                        f"the run that --overwrite was to replace is still in "
+                        f"{self._aside.folder}; delete it when it is no longer needed"
+                    )
+                    self._aside = None
                 raise Interrupted(
                     f"stopped by {self._stop.name} at iteration {state.iter_num}; continue "
                     f"with `{resume_command(self.out_dir)}`",
@@ -401,9 +409,10 @@ class Trainer:
         processes of a distributed run)."""
         return split_losses(self.model, self.eval_windows, self.device, self.dtype, self.dist)
 
-    def save(self, loader_state: dict[str, Any]) -> None:
+    def save(self, loader_state: dict[str, Any], replace_previous: bool = True) -> None:
         """Write the checkpoint; ``loader_state`` is the loader's state before the batch
-        that is already drawn for the next step, so a resumed run draws it again.
+        that is already drawn for the next step, so a resumed run draws it again. The first
+        save of an ``--overwrite`` run deletes the run it replaces (``replace_previous``).
 
         Every process of a distributed run calls this (FSDP gathers the shards); rank 0
         writes, in the usual formats, the full state.
@@ -430,7 +439,7 @@ class Trainer:
             else {"optimizer": optimizer_state, "scaler": self.parts.scaler.state_dict()},
         )
         files = save_checkpoint(ckpt, self.out_dir, fmt)
-        if self._aside is not None:  # the new run has a checkpoint: the old one goes
+        if self._aside is not None and replace_previous:  # the new run has a checkpoint
             self._aside.discard()
             self._aside = None
         logger.info(

@@ -67,7 +67,7 @@ def summary(result: TrainResult) -> str:
     checkpoint is."""
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss < float("inf") else "n/a"
     rate = result.tokens / result.seconds if result.seconds > 0 else 0.0
-    where = f"checkpoint in {result.out_dir}" if result.saved else "no checkpoint saved"
+    where = f"checkpoint in {result.out_dir}" if result.saved else "no new checkpoint"
     return (
         f"done in {duration(result.seconds)}: iteration {result.iter_num}, "
         f"{result.tokens:,} tokens at {rate:,.0f} tokens/s, best val loss {best}; {where}"

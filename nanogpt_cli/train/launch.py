@@ -23,6 +23,7 @@ from typing import Any
 
 from ..checkpoint import read_checkpoint
 from ..config import TrainConfig
+from ..data.first_use import prepare_if_missing
 from ..errors import CheckpointError, TrainingError
 from ..log import current_level, get_logger, output_format
 from ..state import TrainResult
@@ -52,6 +53,7 @@ def launch(cfg: TrainConfig) -> TrainResult:
             tokens_at_start = read_checkpoint(cfg.run.out_dir).state.tokens_seen
     elif not cfg.eval.eval_only:
         check_fresh_run(check_out_dir(cfg.run.out_dir), cfg.run.overwrite)
+    prepare_if_missing(cfg.data.dataset, cfg.data.data_dir)  # once, before the processes
     start = time.perf_counter()
     # The launcher's own notices ("sending SIGTERM to ...") would bury the one line below.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)

@@ -93,19 +93,21 @@ def check_fresh_run(out_dir: str | Path, overwrite: bool) -> None:
         return
     path = Path(out_dir).expanduser()
     found = describe_run(path)
-    where = path
-    if found is None:
-        where = path / PREVIOUS_RUN_DIR
-        found = describe_run(where)
-        if found is not None:
-            found += ", set aside by an --overwrite run that never saved"
-    if found is None:
-        return
-    raise ConfigError(
-        f"--out-dir {path} already holds a run ({found}, in {where}): continue it with "
-        f"`{resume_command(path)}`, start afresh with --overwrite (the old run is deleted once "
-        "the new one saves), or choose another --out-dir"
-    )
+    if found is not None:
+        raise ConfigError(
+            f"--out-dir {path} already holds a run ({found}): continue it with "
+            f"`{resume_command(path)}`, start afresh with --overwrite (the old run is deleted "
+            "once the new one saves), or choose another --out-dir"
+        )
+    aside = path / PREVIOUS_RUN_DIR
+    found = describe_run(aside)
+    if found is not None:
+        raise ConfigError(
+            f"{aside} holds a run ({found}) that an --overwrite run set aside and never "
+            f"replaced: keep it by moving its files back (`mv {shlex.quote(str(aside))}/* "
+            f"{shlex.quote(str(path))}/`), or start afresh with --overwrite (it is deleted "
+            "once the new run saves)"
+        )
 
 
 class SetAside:
@@ -122,16 +124,23 @@ class SetAside:
         """Move the run files found in ``out_dir`` aside; None if there were none."""
         aside = cls(out_dir)
         names = [name for name in RUN_FILES if (out_dir / name).exists()]
-        if not names and not aside.folder.exists():
-            return None
-        if aside.folder.exists():
-            # What an earlier --overwrite run set aside and never replaced: --overwrite
-            # replaces it now, like the run in out_dir.
-            shutil.rmtree(aside.folder)
-        aside.folder.mkdir()
-        for name in names:
-            os.replace(out_dir / name, aside.folder / name)
-        aside.names = names
+        if describe_run(out_dir) is None and describe_run(aside.folder) is not None:
+            # A run an earlier --overwrite set aside and never replaced (that run was
+            # killed before it saved): it stays the previous run; the killed run's
+            # leftovers (its metrics and config) go.
+            for name in names:
+                _remove(out_dir / name)
+            aside.names = [p.name for p in aside.folder.iterdir()]
+        else:
+            if not names:
+                _remove(aside.folder)  # at most an empty or broken leftover
+                return None
+            # The run in out_dir is the newest: it is the one set aside now.
+            _remove(aside.folder)
+            aside.folder.mkdir()
+            for name in names:
+                os.replace(out_dir / name, aside.folder / name)
+            aside.names = names
         logger.info(
             f"--overwrite: the previous run's files are in {aside.folder} until this run "
             "saves its first checkpoint"
@@ -147,16 +156,17 @@ class SetAside:
         """The new run ended without saving: put the old run's files back."""
         for name in self.names:
             target = self.out_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
+            _remove(target)
             os.replace(self.folder / name, target)
         for name in RUN_FILES:  # what the new run wrote and the old one did not have
-            path = self.out_dir / name
-            if name in self.names:
-                continue
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+            if name not in self.names:
+                _remove(self.out_dir / name)
         shutil.rmtree(self.folder, ignore_errors=True)
         logger.info(f"this run saved nothing: the previous run is back in {self.out_dir}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -130,7 +130,8 @@ class TrainStep:
     def measure(self, x: torch.Tensor, y: torch.Tensor, budget_s: float = 2.0) -> StepTimes:
         """Time forward and backward passes on ``(x, y)`` (one untimed first, then more
         until ``budget_s`` is spent, at most three; one alone if it took longer than that
-        without compiling) and one evaluation forward pass, without
+        without compiling; always two in a distributed run) and one evaluation forward pass,
+        without
         changing the run: the optimizer never steps, the gradients are dropped and the
         random generators put back. A step's time is ``grad_accum`` passes (the optimizer's
         update, a small part, is not included)."""
@@ -140,8 +141,15 @@ class TrainStep:
         mps_rng = torch.mps.get_rng_state() if self.device.type == "mps" else None
         try:
             times: list[float] = []
-            while not times or (len(times) < 4 and sum(times[1:]) < budget_s):
-                if len(times) == 1 and times[0] > budget_s and not self.compiled:
+            # The processes of a distributed run make the same passes (each one's backward
+            # joins collectives), so their count cannot depend on each process's clock.
+            fixed = self._dist is not None
+            while (
+                len(times) < 3
+                if fixed
+                else not times or (len(times) < 4 and sum(times[1:]) < budget_s)
+            ):
+                if not fixed and len(times) == 1 and times[0] > budget_s and not self.compiled:
                     break  # one long eager pass is its own estimate (a warm-up is small)
                 synchronize(self.device)
                 start = time.perf_counter()
