@@ -34,7 +34,7 @@ from .safety import load_plain_pickle
 from .unified import META_FILE, NANOGPT_ACTIVATION, char_meta, nanogpt_reading
 
 VERIFY_BATCH, VERIFY_TOKENS, VERIFY_SEED = 2, 64, 1234
-NANOGPT_READER = "nanoGPT's model.py (exact GELU)"  # who runs a unified export in verify
+NANOGPT_READER = "nanoGPT would (exact GELU)"  # how verify runs a unified export
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Conversion:
     files: list[Path]
     notes: list[str] = field(default_factory=list)
     # With verify: the largest logit difference between the source and the target as its
-    # reader computes it (``verified_as``: for a unified export, nanoGPT's model.py).
+    # reader computes it (``verified_as``: for a unified export, as nanoGPT's model.py would).
     max_abs_diff: float | None = None
     verified_as: str | None = None
     # With verify of a unified export: the file checked apart from the activation (nanoGPT's
