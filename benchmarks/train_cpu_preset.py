@@ -58,6 +58,7 @@ def run_ours(data_dir: Path, out: Path, max_iters: int, target: float) -> Run:
         str(out),
         "--max-iters",
         str(max_iters),
+        "--no-sample-at-end",  # the original trains and stops: the same work on both sides
     ]
     launch, start = time.time(), time.perf_counter()
     subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
