@@ -199,6 +199,7 @@ def _expand_bare_flags(args: list[str]) -> list[str]:
     if not any(arg.startswith("--") for arg in args if arg not in ("--help", "--version")):
         return args
     from ..config import SPECS
+    from ..config.nanogpt_keys import BOOLEAN_WORDS
 
     # flag -> (its value when given bare, the choices)
     flags = {
@@ -210,7 +211,8 @@ def _expand_bare_flags(args: list[str]) -> list[str]:
         if flag in flags:
             bare, choices = flags[flag]
             out.append(flag)
-            if i + 1 == len(args) or args[i + 1] not in choices:
+            given = args[i + 1] if i + 1 < len(args) else ""
+            if given not in choices and given.lower() not in BOOLEAN_WORDS:  # --resume true
                 out.append(str(bare))
         elif flag.startswith("--no-") and "--" + flag[5:] in flags:
             out += ["--" + flag[5:], str(flags["--" + flag[5:]][1][0])]

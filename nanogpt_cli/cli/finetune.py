@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from .options import ConfigFile, PrintConfig, preset_option, with_training_options
+from .train import ConfigArgument, one_config_file, run
 
 FINETUNE_PRESET = "finetune-gpt2"
 FinetunePreset = preset_option(FINETUNE_PRESET)
 
 
 def finetune(
+    config_file: ConfigArgument = None,
     preset: FinetunePreset = None,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
@@ -28,10 +30,9 @@ def finetune(
       nanogpt prepare shakespeare && nanogpt finetune
       nanogpt finetune --preset finetune-gpt2-xl --dataset mybooks --dropout 0.1
       nanogpt finetune --init-from path/to/hf-folder --max-iters 100
+      nanogpt finetune config/finetune_shakespeare.py   (a nanoGPT config file)
     """
-    from .train import run
-
-    run(preset, config, print_config, options, default_preset=FINETUNE_PRESET)
+    run(preset, one_config_file(config, config_file), print_config, options, FINETUNE_PRESET)
 
 
 with_training_options(finetune, preset=FINETUNE_PRESET)

@@ -312,9 +312,11 @@ def with_output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
         from ..log import configure_logging
+        from .spellings import log_nanogpt_spelling
 
         quiet, verbose, log_json = (kwargs.pop(name, False) for name in _OUTPUT_OPTIONS)
         configure_logging(quiet=quiet, verbose=verbose, json_lines=True if log_json else None)
+        log_nanogpt_spelling()  # --batch_size=32: once, as --batch-size 32
         return func(*args, **kwargs)
 
     _set_parameters(run, own + extra)

@@ -282,7 +282,13 @@ def render_command(command: Any, ctx: Any) -> str:
 
 
 class HelpCommand(typer.core.TyperCommand):
-    """A command whose ``--help`` is drawn by ``render_command``."""
+    """A command whose ``--help`` is drawn by ``render_command``, and which reads nanoGPT's
+    spellings of its options (``--compile=False``: see ``spellings``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        from .spellings import parse_args_hook
+
+        return super().parse_args(ctx, parse_args_hook(self, ctx, args))
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         # Printed, not returned, as Typer's rich help does (and the root's).
@@ -290,7 +296,13 @@ class HelpCommand(typer.core.TyperCommand):
 
 
 class HelpGroup(typer.core.TyperGroup):
-    """A group of commands whose ``--help`` is drawn by ``render_command``."""
+    """A group of commands whose ``--help`` is drawn by ``render_command``, and which reads
+    nanoGPT's spellings of its own options (``nanogpt bench --compile=False``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        from .spellings import parse_args_hook
+
+        return super().parse_args(ctx, parse_args_hook(self, ctx, args, group=True))
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         typer.echo(render_command(self, ctx), nl=False)

@@ -4,15 +4,47 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ..config import DEFAULT_PRESET
+from ..errors import ConfigError
 from .options import ConfigFile, Preset, PrintConfig, with_training_options
 
 
+def _config_argument(value: Optional[str]) -> Optional[str]:
+    """The config file given as an argument, checked as the command line is read: a word
+    that is not a file (a stray value) is a usage error."""
+    try:
+        found = value is None or Path(value).is_file()
+    except (OSError, ValueError):  # a NUL in the name
+        found = False
+    if not found:
+        raise typer.BadParameter(f"no config file {value!r}")
+    return value
+
+
+# The config file given as nanoGPT takes it: nanogpt train config/train_gpt2.py.
+ConfigArgument = Annotated[
+    Optional[str],
+    typer.Argument(
+        help="Config file, as --config: TOML, or a nanoGPT config .py (read, never run).",
+        show_default=False,
+        callback=_config_argument,
+    ),
+]
+
+
+def one_config_file(option: Path | None, argument: str | None) -> Path | None:
+    """The config file given with --config or as the argument; not both."""
+    if option is not None and argument is not None:
+        raise ConfigError(f"two config files ({argument} and --config {option}); give one")
+    return option if option is not None or argument is None else Path(argument)
+
+
 def train(
+    config_file: ConfigArgument = None,
     preset: Preset = None,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
@@ -22,14 +54,16 @@ def train(
 
     Option values come from the preset, then --config FILE.toml, then the flags given here.
     Defaults shown are those of the shakespeare-char preset. With --resume, the resumed
-    run's saved options replace the preset. nanoGPT's spelling (--batch_size=32) works too.
+    run's saved options replace the preset. nanoGPT's spelling (--batch_size=32) works too,
+    and so do its config files, read without running them (docs/migrating-from-nanogpt.md).
 
     Examples:
       nanogpt train                                  (baby GPT on shakespeare-char)
       nanogpt train --preset shakespeare-char-cpu    (a few minutes on a laptop CPU)
       nanogpt train --max-iters 1000 --resume
+      nanogpt train config/train_shakespeare_char.py (a nanoGPT config file)
     """
-    run(preset, config, print_config, options)
+    run(preset, one_config_file(config, config_file), print_config, options)
 
 
 def run(

@@ -4,6 +4,7 @@
   evaluation, run and checkpoints, system), which build ``TrainConfig``;
 - ``presets``: named sets of options, built in or the user's TOML files;
 - ``files``: TOML config files read and written;
+- ``nanogpt_files``: nanoGPT's config files (``.py``), parsed without running them;
 - ``validate``: types and every problem with a config;
 - ``resolve``: ``build_config``, which layers them;
 - ``dtypes``: the spellings of a precision every ``--dtype`` accepts (``bf16``, ``bfloat16``).

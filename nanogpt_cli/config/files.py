@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .nanogpt_files import read_nanogpt_config
 from .schema import GROUP_TITLES, LEGACY_GROUPS, SPECS, TrainConfig
 from .validate import TypeProblem, check_type, suggest
 
@@ -32,18 +33,21 @@ def _load(path: Path, kind: str) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
     except FileNotFoundError:
         raise ConfigError(f"{kind} {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {kind} {path}: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{kind} {path} is not valid TOML: {e}") from None
+    except (OSError, ValueError) as e:  # ValueError: undecodable, a NUL in the path
+        raise ConfigError(f"cannot read {kind} {path}: {e}") from None
 
 
 def read_config_file(path: str | Path) -> tuple[dict[str, Any], list[str]]:
-    """Read a TOML file of options, flat (``batch_size = 32``) or grouped (``[data]``).
+    """Read a TOML file of options, flat (``batch_size = 32``) or grouped (``[data]``), or
+    a nanoGPT config file (``.py``, read without running it: ``nanogpt_files``).
 
     Returns the values and the problems found (unknown keys, wrong types).
     """
     path = Path(path)
+    if path.suffix == ".py":  # nanoGPT's config files: parsed, never run
+        return read_nanogpt_config(path)
     return parse_options(_load(path, "config file"), str(path))
 
 

@@ -60,6 +60,9 @@ def open_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
             if hint
             else "see `nanogpt prepare --help`, or pass --dataset DIR of a prepared dataset"
         )
+        dashed = name.replace("_", "-")
+        if not hint and dashed in PREPARE_HINTS:  # nanoGPT's folder name of one
+            how = f"nanogpt names it '{dashed}': pass --dataset {dashed}"
         where = (
             ""  # --dataset named a folder: no data directory involved
             if is_dataset_path(name)
