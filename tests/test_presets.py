@@ -91,3 +91,35 @@ def test_every_run_writes_its_config(tiny_options: dict[str, Any]) -> None:
     train(cfg)
     written = Path(tiny_options["out_dir"]) / "config.toml"
     assert build_config(None, written) == cfg
+
+
+@pytest.mark.parametrize(
+    ("alias", "preset"),
+    [
+        ("train_shakespeare_char", "shakespeare-char"),
+        ("train_gpt2", "gpt2-124m"),
+        ("finetune.gpt2_small", "finetune-gpt2"),
+        ("finetune-gpt2_medium", "finetune-gpt2-medium"),
+        ("eval_gpt2", "eval-gpt2"),
+        ("EVAL.GPT2_XL", "eval-gpt2-xl"),
+        ("Shakespeare_Char", "shakespeare-char"),
+    ],
+)
+def test_nanogpts_and_the_original_readmes_preset_names_are_aliases(
+    alias: str, preset: str
+) -> None:
+    assert build_config(alias).flat() == build_config(preset).flat()
+
+
+def test_presets_list_shows_the_aliases() -> None:
+    result = runner.invoke(app, ["presets", "list"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if " eval-gpt2-xl " in line)
+    assert "eval_gpt2_xl" in row
+    row = next(line for line in result.stdout.splitlines() if " finetune-gpt2 " in line)
+    assert "finetune_shakespeare" in row and "finetune.gpt2_small" in row
+
+
+def test_an_unknown_preset_is_still_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown preset 'train_gpt3'"):
+        build_config("train_gpt3")

@@ -149,7 +149,8 @@ ConfigFile = Annotated[
     Optional[Path],
     typer.Option(
         "--config",
-        help="TOML file of options; overrides the preset, flags override it.",
+        help="TOML file of options, or a nanoGPT config .py (read, never run); overrides the "
+        "preset, flags override it.",
         rich_help_panel="Configuration",
         show_default=False,
     ),

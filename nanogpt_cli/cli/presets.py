@@ -28,7 +28,14 @@ def list_presets() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..config import TrainConfig, apply_values, get_preset, preset_names, preset_values
+    from ..config import (
+        TrainConfig,
+        apply_values,
+        get_preset,
+        preset_aliases,
+        preset_names,
+        preset_values,
+    )
     from ..errors import ConfigError
     from ..paths import user_presets_dir
 
@@ -37,17 +44,20 @@ def list_presets() -> None:
     table.add_column("model", no_wrap=True)
     table.add_column("data", no_wrap=True)
     table.add_column("description")
+    table.add_column("also")
     for name in preset_names():
         try:
             cfg = apply_values(TrainConfig(), preset_values(name))
             description = str(get_preset(name).get("description", ""))
             values = cfg.flat()
-            table.add_row(name, _model(values), str(values["dataset"]), description)
+            also = ", ".join(preset_aliases(name))
+            table.add_row(name, _model(values), str(values["dataset"]), description, also)
         except ConfigError as e:
-            table.add_row(name, "", "", f"[red]invalid: {e}[/red]")
+            table.add_row(name, "", "", f"[red]invalid: {e}[/red]", "")
     console = Console()
     console.print(table)
     console.print(f"Your own presets: {user_presets_dir()}/NAME.toml (see `nanogpt presets show`)")
+    console.print("Names under 'also' (nanoGPT's and the original README's) work as --preset too.")
 
 
 @command(app, "show")

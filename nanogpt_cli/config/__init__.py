@@ -15,7 +15,16 @@ reads it.
 """
 
 from .files import config_toml, parse_options, read_config_file, read_preset_file
-from .presets import PRESETS, get_preset, preset_names, preset_values, user_preset_files
+from .presets import (
+    PRESET_ALIASES,
+    PRESETS,
+    canonical_preset,
+    get_preset,
+    preset_aliases,
+    preset_names,
+    preset_values,
+    user_preset_files,
+)
 from .resolve import ENV_OPTIONS, apply_values, build_config, env_values
 from .schema import (
     DEFAULT_PRESET,
@@ -47,6 +56,7 @@ __all__ = [
     "ENV_OPTIONS",
     "GROUP_TITLES",
     "PRESETS",
+    "PRESET_ALIASES",
     "SPECS",
     "Activation",
     "DType",
@@ -65,6 +75,7 @@ __all__ = [
     "TrainConfig",
     "apply_values",
     "build_config",
+    "canonical_preset",
     "config_toml",
     "device_problem",
     "env_values",
@@ -73,6 +84,7 @@ __all__ = [
     "option_flag",
     "option_specs",
     "parse_options",
+    "preset_aliases",
     "preset_names",
     "preset_values",
     "read_config_file",

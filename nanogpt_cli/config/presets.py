@@ -106,6 +106,48 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The preset names of nanoGPT's config files and of the README this project grew out of,
+# as those spell them: each works wherever a preset is named (dots, dashes, underscores and
+# case aside) and `nanogpt presets list` shows them.
+PRESET_ALIASES: dict[str, str] = {
+    "train_shakespeare_char": "shakespeare-char",
+    "train_gpt2": "gpt2-124m",
+    "finetune_shakespeare": "finetune-gpt2",
+    "finetune.gpt2_small": "finetune-gpt2",
+    "finetune.gpt2_medium": "finetune-gpt2-medium",
+    "finetune.gpt2_large": "finetune-gpt2-large",
+    "finetune.gpt2_xl": "finetune-gpt2-xl",
+    "eval_gpt2": "eval-gpt2",
+    "eval_gpt2_medium": "eval-gpt2-medium",
+    "eval_gpt2_large": "eval-gpt2-large",
+    "eval_gpt2_xl": "eval-gpt2-xl",
+}
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+_BY_KEY = {_key(alias): target for alias, target in PRESET_ALIASES.items()}
+
+
+def canonical_preset(name: str) -> str:
+    """The built-in preset ``name`` stands for: itself, or the preset of an alias or of
+    another spelling (``train_shakespeare_char``, ``Shakespeare_Char``); a name that is
+    neither is returned as it is."""
+    if name in PRESETS:
+        return name
+    key = _key(name)
+    if key in PRESETS:
+        return key
+    return _BY_KEY.get(key, name)
+
+
+def preset_aliases(name: str) -> list[str]:
+    """The aliases of built-in preset ``name``."""
+    return [alias for alias, target in PRESET_ALIASES.items() if target == name]
+
+
 def user_preset_files() -> dict[str, Path]:
     """``NAME.toml`` files in the user's presets directory, by preset name."""
     from ..paths import user_presets_dir
@@ -129,8 +171,8 @@ def get_preset(name: str) -> dict[str, Any]:
     files = user_preset_files()
     if name in files:
         return read_preset_file(files[name])
-    if name in PRESETS:
-        return PRESETS[name]
+    if canonical_preset(name) in PRESETS:
+        return PRESETS[canonical_preset(name)]
     raise ConfigError(f"unknown preset '{name}'{suggest(name, preset_names())}")
 
 
