@@ -371,3 +371,28 @@ def test_positional_and_option_config_files(
         main(["train", str(py), "--config", str(toml), "--print-config"])
     assert exit_info.value.code == 2
     assert "two config files" in capsys.readouterr().err
+
+
+def test_nanogpts_readme_cpu_line_as_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """nanoGPT's README CPU line exactly as nanoGPT spells it (config file first, then
+    ``--key=value`` flags) resolves to what nanoGPT's train.py would run with."""
+    path = NANOGPT / "config" / "train_shakespeare_char.py"
+    if not path.is_file():
+        pytest.skip(f"nanoGPT's config files are not here ({path.parent})")
+    monkeypatch.chdir(tmp_path)
+    line = (
+        "--device=cpu --compile=False --eval_iters=20 --log_interval=1 --block_size=64 "
+        "--batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 "
+        "--lr_decay_iters=2000 --dropout=0.0"
+    )
+    resolved = print_config(["train", str(path), *line.split()], capsys)
+    flags = {k.lstrip("-"): v for k, v in (f.split("=") for f in line.split())}
+    typed = {key: {"False": False, "cpu": "cpu"}.get(value, value) for key, value in flags.items()}
+    typed = {
+        key: value if not isinstance(value, str) or key == "device" else float(value)
+        for key, value in typed.items()
+    }
+    expected = {**train_py_would_use(path), **typed}
+    assert {k: resolved.get(k) for k in expected} == expected
