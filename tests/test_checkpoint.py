@@ -929,3 +929,25 @@ def test_gpt2_bpe_model_exports_its_tokenizer_to_hf(gpt2_bpe: Path, tmp_path: Pa
     assert read_checkpoint(back.dst).model_config.vocab_size == 50257
     sampler = Sampler.from_checkpoint(back.dst, device="cpu")
     assert len(list(sampler.stream("Hello", 3, temperature=0))) == 3
+
+
+def test_a_model_read_from_a_checkpoint_is_its_weights_tied_and_complete(tmp_path: Path) -> None:
+    """model_from_checkpoint skips the random initialisation: every weight is the
+    checkpoint's, nothing is left unallocated, and the embedding stays tied to the head."""
+    from nanogpt_cli.checkpoint import Checkpoint, save_checkpoint
+    from nanogpt_cli.state import TrainState
+
+    torch.manual_seed(0)
+    source = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=40))
+    ckpt = Checkpoint(
+        model_config=source.config,
+        tokenizer=None,
+        state=TrainState(),
+        _weights={k: v.clone() for k, v in source.state_dict().items()},
+    )
+    save_checkpoint(ckpt, tmp_path / "run", "model-only")
+    model = model_from_checkpoint(read_checkpoint(tmp_path / "run"))
+    assert model.transformer.wte.weight is model.lm_head.weight
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    x = torch.randint(0, 40, (2, 16))
+    torch.testing.assert_close(model(x)[0], source.eval()(x)[0], rtol=0, atol=0)

@@ -60,7 +60,12 @@ def model_from_checkpoint(ckpt: Checkpoint, device: torch.device | str = "cpu") 
     """A ``GPT`` with the checkpoint's shape and weights, in float32, in eval mode."""
     from ..model import GPT
 
-    model = GPT(ckpt.model_config)
+    # Built on the meta device, then given memory: every weight comes from the checkpoint,
+    # so the random initialisation (as slow as reading the weights) is skipped.
+    with torch.device("meta"):
+        model = GPT(ckpt.model_config)
+    model.to_empty(device="cpu")
+    model.transformer.wte.weight = model.lm_head.weight  # tied again (to_empty unties)
     load_weights(ckpt, model)
     return model.to(device).eval()
 
