@@ -131,6 +131,25 @@ def _split_losses(
     return losses
 
 
+# The table of nanoGPT's README ("baselines"): the released GPT-2 weights on OpenWebText, as
+# nanoGPT's config/eval_gpt2*.py measure them (500 x 8 windows of 1,024 tokens per split).
+NANOGPT_BASELINES: dict[str, tuple[str, float, float]] = {
+    # size: (params as the README gives them, train loss, val loss)
+    "gpt2": ("124M", 3.11, 3.12),
+    "gpt2-medium": ("350M", 2.85, 2.84),
+    "gpt2-large": ("774M", 2.66, 2.67),
+    "gpt2-xl": ("1558M", 2.56, 2.54),
+}
+
+
+def nanogpt_baseline(model: str, dataset: str) -> tuple[str, float, float] | None:
+    """nanoGPT README's (params, train loss, val loss) of GPT-2 size ``model`` on
+    ``dataset``, if that is OpenWebText; else None."""
+    if Path(str(dataset)).name != "openwebtext":
+        return None
+    return NANOGPT_BASELINES.get(str(model))
+
+
 @dataclass
 class SplitEval:
     loss: float  # nats per token

@@ -31,3 +31,4 @@ class TrainResult:
     saved: bool
     seconds: float
     tokens: int = 0  # trained on in this run (a resumed run counts from where it resumed)
+    params: int = 0  # the model's, position embeddings left out as GPT-2 counts; 0: unknown

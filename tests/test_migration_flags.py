@@ -287,3 +287,67 @@ def test_the_docs_show_every_key_of_the_table() -> None:
     section = text.split("## Command-line spellings", 1)[1].split("\n## ", 1)[0]
     for key in NANOGPT_KEYS:
         assert f"--{key}" in section, key
+
+
+@pytest.mark.parametrize(
+    ("argument", "preset"),
+    [("eval_gpt2", "eval-gpt2"), ("train_shakespeare_char", "shakespeare-char")],
+)
+def test_a_preset_named_as_nanogpts_early_readme_did(
+    argument: str, preset: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # nanoGPT's early README: python train.py eval_gpt2
+    values, err = resolved([argument, "--max_iters=7"], capsys)
+    assert values == {**resolved(["--preset", preset, "--max-iters", "7"], capsys)[0]}
+    shown = f"nanogpt train --preset {preset} --max-iters 7 --print-config"
+    assert info_lines(err)[0].endswith(shown)
+
+
+def test_a_preset_alias_is_shown_by_its_name_here(capsys: pytest.CaptureFixture[str]) -> None:
+    _, err = resolved(["--preset", "train_gpt2"], capsys)
+    assert info_lines(err)[0].endswith("nanogpt train --preset gpt2-124m --print-config")
+    assert not info_lines(resolved(["--preset", "gpt2-124m"], capsys)[1])
+
+
+def test_a_word_that_is_no_file_and_no_preset_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = run(["train", "eval_gpt3", "--print-config"], capsys)
+    assert code == 2 and "no config file or preset 'eval_gpt3'" in err
+    code, _, err = run(["train", "eval_gpt2", "--preset", "gpt2-124m", "--print-config"], capsys)
+    assert code == 2 and "two presets (eval_gpt2 and --preset gpt2-124m)" in err
+
+
+def test_an_evaluation_only_run_prints_nanogpts_table(
+    tiny_options: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from conftest import as_flags
+
+    code, _, err = run(["train", *as_flags(tiny_options), "--eval_only=True"], capsys)
+    assert code == 0, err
+    out_dir = Path(tiny_options["out_dir"])
+    record = json.loads((out_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    row = next(line for line in err.splitlines() if line.startswith("│ out "))
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells[2:] == [f"{record['train_loss']:.4f}", f"{record['val_loss']:.4f}"]
+    assert "params" in err and "train loss" in err and "val loss" in err
+
+
+def test_gpt2_on_openwebtext_is_shown_beside_nanogpts_readme(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from nanogpt_cli.cli.train import _print_losses
+    from nanogpt_cli.config import build_config
+    from nanogpt_cli.evaluate import nanogpt_baseline
+    from nanogpt_cli.state import TrainResult
+
+    cfg = build_config("eval_gpt2_medium")
+    result = TrainResult(Path("out"), 0, 2.84, 2.8412, 2.8501, False, 1.0, params=353_772_544)
+    _print_losses(cfg, result)
+    err = capsys.readouterr().err
+    assert "│ gpt2-medium                    │   354M │     2.8501 │   2.8412 │" in err
+    assert "│ gpt2-medium (nanoGPT's README) │   350M │       2.85 │     2.84 │" in err
+    assert nanogpt_baseline("gpt2-xl", "openwebtext") == ("1558M", 2.56, 2.54)
+    assert nanogpt_baseline("gpt2", "shakespeare") is None

@@ -162,14 +162,20 @@ def _print_table(report: object) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..evaluate import EvalReport
+    from ..evaluate import EvalReport, nanogpt_baseline
 
     assert isinstance(report, EvalReport)
+    caption = (
+        f"{report.eval_iters} x {report.batch_size} windows of {report.block_size} "
+        f"tokens, seed {report.seed}, {report.device} {report.dtype}"
+    )
+    baseline = nanogpt_baseline(report.model, report.dataset)
+    if baseline is not None:
+        caption += f"; nanoGPT's README: train {baseline[1]:.2f}, val {baseline[2]:.2f}"
     table = Table(
         title=f"{report.model} on {report.dataset}",
         title_justify="left",
-        caption=f"{report.eval_iters} x {report.batch_size} windows of {report.block_size} "
-        f"tokens, seed {report.seed}, {report.device} {report.dtype}",
+        caption=caption,
         caption_justify="left",
     )
     for column in ("split", "loss", "perplexity", "bits/byte", "tokens", "bytes"):

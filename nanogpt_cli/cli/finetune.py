@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .options import ConfigFile, PrintConfig, preset_option, with_training_options
-from .train import ConfigArgument, one_config_file, run
+from .train import ConfigArgument, config_or_preset, run
 
 FINETUNE_PRESET = "finetune-gpt2"
 FinetunePreset = preset_option(FINETUNE_PRESET)
@@ -32,7 +32,7 @@ def finetune(
       nanogpt finetune --init-from path/to/hf-folder --max-iters 100
       nanogpt finetune config/finetune_shakespeare.py   (a nanoGPT config file)
     """
-    run(preset, one_config_file(config, config_file), print_config, options, FINETUNE_PRESET)
+    run(*config_or_preset(config_file, preset, config), print_config, options, FINETUNE_PRESET)
 
 
 with_training_options(finetune, preset=FINETUNE_PRESET)

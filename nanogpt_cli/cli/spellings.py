@@ -17,6 +17,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 _pending: list[str] = []  # the line the command about to run logs
@@ -98,7 +99,9 @@ def rewrite(params: Iterable[Any], args: Sequence[str], group: bool = False) -> 
             out.add(args[i - 1 :])  # the rest is not this command's options
             break
         if not arg.startswith("--"):
-            out.add([arg])
+            preset = _preset_argument(options, arg)
+            out.add([arg], None if preset is None else ["--preset", preset])
+            out.foreign |= preset is not None
             continue
         name, eq, value = arg.partition("=")
         flag, key = name.replace("_", "-"), name[2:].replace("-", "_")
@@ -136,11 +139,39 @@ def rewrite(params: Iterable[Any], args: Sequence[str], group: bool = False) -> 
                 given = booleans[BOOLEAN_WORDS[word]]  # --resume=True: yes
                 out.foreign = True
             shown = [flag] if spec is not None and spec.bare == given else [flag, given]
+            if options.valued[flag].name == "preset" and _alias(given) is not None:
+                shown, out.foreign = [flag, _alias(given)], True  # train_gpt2: gpt2-124m
             out.add([f"{flag}={given}"] if eq else [flag, given], shown)
             out.foreign |= "_" in name
         else:
             out.add([arg])  # not an option here, or a value missing: the command says so
     return out
+
+
+def _alias(name: str) -> str | None:
+    """The built-in preset that ``name`` is another spelling of (nanoGPT's and the fork
+    README's preset names: ``eval_gpt2``), or None."""
+    from ..config.presets import PRESETS, canonical_preset, user_preset_files
+
+    preset = canonical_preset(name)
+    if preset == name or preset not in PRESETS or name in user_preset_files():
+        return None
+    return preset
+
+
+def _preset_argument(options: _Options, arg: str) -> str | None:
+    """The preset that the argument of a command taking a config file or preset names
+    (``nanogpt train eval_gpt2``, nanoGPT's early README), as a user would type it."""
+    from ..config.presets import is_preset
+
+    if "preset" not in options.names or arg.startswith("-"):
+        return None
+    try:
+        if Path(arg).is_file() or not is_preset(arg):
+            return None
+    except (OSError, ValueError):
+        return None
+    return _alias(arg) or arg
 
 
 def parse_args_hook(command: Any, ctx: Any, args: list[str], group: bool = False) -> list[str]:

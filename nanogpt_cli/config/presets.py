@@ -176,6 +176,11 @@ def get_preset(name: str) -> dict[str, Any]:
     raise ConfigError(f"unknown preset '{name}'{suggest(name, preset_names())}")
 
 
+def is_preset(name: str) -> bool:
+    """Whether ``name`` names a preset: the user's, built in, or an alias in any spelling."""
+    return name in user_preset_files() or canonical_preset(name) in PRESETS
+
+
 def preset_values(name: str) -> dict[str, Any]:
     """The flat option values a preset sets, its ``extends`` chain included."""
     chain: list[str] = []

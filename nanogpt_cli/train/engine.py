@@ -153,7 +153,8 @@ class Trainer:
         if self.parts.kernels:
             how.append("CPU kernels: " + ", ".join(self.parts.kernels))
         logger.info(
-            f"training {n_params / 1e6:.2f}M parameters on {self.device} ({'; '.join(how)}), "
+            f"{'evaluating' if cfg.eval.eval_only else 'training'} {n_params / 1e6:.2f}M "
+            f"parameters on {self.device} ({'; '.join(how)}), "
             f"{self.tokens_per_iter:,} tokens per step, dataset {self.dataset.name}"
         )
         decayed, undecayed = (len(g["params"]) for g in self.optimizer.param_groups)
@@ -206,6 +207,7 @@ class Trainer:
             saved=saved,
             seconds=time.perf_counter() - start_time,
             tokens=state.tokens_seen - tokens_at_start,
+            params=n_params,
         )
 
     def _keep_previous_run(self) -> None:

@@ -89,16 +89,33 @@ def launch(cfg: TrainConfig) -> TrainResult:
         tokens = ckpt.state.tokens_seen - tokens_at_start
     except CheckpointError:  # an evaluation-only run saves none
         iter_num, best, tokens = cfg.optim.max_iters, float("inf"), 0
+    train_loss, val_loss = None, None
+    if cfg.eval.eval_only:
+        train_loss, val_loss = _last_evaluation(Path(cfg.run.out_dir))
     return TrainResult(
         out_dir=Path(cfg.run.out_dir),
         iter_num=iter_num,
         best_val_loss=best,
-        val_loss=None,
-        train_loss=None,
+        val_loss=val_loss,
+        train_loss=train_loss,
         saved=True,
         seconds=time.perf_counter() - start,
         tokens=tokens,
     )
+
+
+def _last_evaluation(out_dir: Path) -> tuple[float | None, float | None]:
+    """(train loss, val loss) of the last evaluation the processes wrote to the run's
+    metrics; (None, None) if there is none."""
+    from ..errors import MetricsError
+    from ..metrics import METRICS_FILE, read_metrics
+
+    try:
+        records = read_metrics(out_dir / METRICS_FILE)
+    except MetricsError:
+        return None, None
+    last = next((r for r in reversed(records) if r.get("kind") == "eval"), {})
+    return last.get("train_loss"), last.get("val_loss")
 
 
 @contextlib.contextmanager
