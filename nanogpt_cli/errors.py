@@ -34,6 +34,15 @@ class CheckpointError(NanoGPTError):
     """A checkpoint that is missing, unreadable or does not fit the model."""
 
 
+class CheckpointMissing(CheckpointError):
+    """No checkpoint where one was looked for: nothing there to lose."""
+
+
+class CheckpointDamaged(CheckpointError):
+    """A checkpoint is there but cannot be read (damaged, truncated, edited, of another
+    kind): never to be taken for "no checkpoint", so nothing overwrites it silently."""
+
+
 class DeviceError(NanoGPTError):
     """A device or dtype that this machine cannot provide."""
 

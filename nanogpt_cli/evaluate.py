@@ -8,7 +8,7 @@ checkpoint evaluated afterwards reports the loss its run logged.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,10 @@ logger = get_logger(__name__)
 # faster (docs/benchmarks.md, "Where the time goes").
 EVAL_CHUNK_TOKENS = 1 << 12
 EVAL_CHUNK_LOGIT_BYTES = 1 << 28  # cap on the logits tensor of one evaluation pass
+
+
+class EvaluationStopped(Exception):
+    """``split_losses`` was told to stop between two passes: it has no result."""
 
 
 def _share(windows: torch.Tensor, dist: Any) -> torch.Tensor:
@@ -76,18 +80,27 @@ def split_losses(
     device: torch.device,
     dtype: torch.dtype,
     dist: Any = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """Mean cross-entropy (nats per token) of ``model`` over each split's windows.
 
     In a distributed run (``dist``) each process takes an equal slice of the windows (the
     last padded with windows whose targets are ignored, so every process runs as many
     forward passes: FSDP needs them all) and the sums are added up.
+
+    ``stop`` is asked after every forward pass (a fraction of a second each, on a CPU too)
+    whether to give up: then ``EvaluationStopped`` is raised and the partial sums are
+    dropped. In a distributed run it must answer the same in every process.
     """
     # FSDP gathers parameters for the forward pass into tensors that training updates in
     # place afterwards: they must not be inference tensors.
     fsdp = dist is not None and dist.strategy == "fsdp"
-    with torch.no_grad() if fsdp else torch.inference_mode():
-        return _split_losses(model, windows, device, dtype, dist)
+    was_training = model.training
+    try:
+        with torch.no_grad() if fsdp else torch.inference_mode():
+            return _split_losses(model, windows, device, dtype, dist, stop)
+    finally:
+        model.train(was_training)
 
 
 def _split_losses(
@@ -96,8 +109,8 @@ def _split_losses(
     device: torch.device,
     dtype: torch.dtype,
     dist: Any,
+    stop: Callable[[], bool] | None,
 ) -> dict[str, float]:
-    was_training = model.training
     model.eval()
     cfg = model.config
     block = cfg.block_size
@@ -124,11 +137,26 @@ def _split_losses(
                 total[0] += torch.where(real > 0, loss.double(), 0.0) * real
                 total[1] += real
                 bar.advance()
+                if stop is not None and stop():
+                    raise EvaluationStopped
             if dist is not None:
                 total = dist.sum(total)
             losses[split] = (total[0] / total[1]).item()
-    model.train(was_training)
     return losses
+
+
+def evaluation_recorded(metrics: Path, it: int) -> bool:
+    """Whether a run's metrics file records an evaluation at iteration ``it``. A run stopped
+    during an evaluation has none, and resuming it makes that evaluation; unreadable
+    metrics count as a record (as before: nothing is evaluated twice)."""
+    from .errors import MetricsError
+    from .metrics import read_metrics
+
+    try:
+        records = read_metrics(metrics)
+    except MetricsError:
+        return True
+    return any(r.get("kind") == "eval" and r.get("iter") == it for r in records)
 
 
 # The table of nanoGPT's README ("baselines"): the released GPT-2 weights on OpenWebText, as

@@ -11,18 +11,23 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import MetricsError
+from .safe_files import open_for_writing, os_error_line
 from .trackers import Tracker
 
 
 class MetricsWriter:
     """Appends records to ``out_dir/metrics.jsonl``, flushed as they come, and hands each
-    to the ``trackers``."""
+    to the ``trackers``. The file is never opened through a symbolic link (whatever it
+    points to stays untouched), and an OS error (disk full, read-only) is a ``MetricsError``
+    of one line."""
 
     def __init__(self, path: Path, append: bool = True, trackers: Sequence[Tracker] = ()) -> None:
         self.path = path
         self.trackers = list(trackers)
-        mode = "a" if append else "w"
-        self._file: TextIO = open(path, mode, encoding="utf-8")  # noqa: SIM115 - see close()
+        try:
+            self._file: TextIO = open_for_writing(path, append)
+        except OSError as e:
+            raise MetricsError(os_error_line(e, path, "--out-dir")) from None
 
     def write(self, kind: str, **values: Any) -> None:
         record = {"kind": kind, "time": round(time.time(), 3)}
@@ -31,16 +36,24 @@ class MetricsWriter:
             if isinstance(value, float) and not math.isfinite(value):
                 value = None
             record[key] = value
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise MetricsError(os_error_line(e, self.path, "--out-dir")) from None
         for tracker in self.trackers:
             tracker.log(kind, int(values.get("iter", 0)), values)
 
     def close(self, failed: bool = False) -> None:
         """Close the file and the trackers; ``failed`` tells them the run stopped on an error."""
-        self._file.close()
-        for tracker in self.trackers:
-            tracker.close(failed=failed)
+        try:
+            self._file.close()
+        except OSError as e:  # what a failed write left in the buffer
+            if not failed:
+                raise MetricsError(os_error_line(e, self.path, "--out-dir")) from None
+        finally:
+            for tracker in self.trackers:
+                tracker.close(failed=failed)
 
 
 class NullMetrics:

@@ -19,6 +19,8 @@ step's many small kernels.
 
 from __future__ import annotations
 
+import math
+import os
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -204,7 +206,7 @@ def generate(
     is called, before the first token is generated.
     """
     block = model.config.block_size
-    stride = window_stride or default_stride(block)
+    stride = default_stride(block) if window_stride is None else window_stride
     if not 1 <= stride <= block:
         raise ConfigError(f"--window-stride must be between 1 and the block size ({block})")
     if compile and not use_cache:
@@ -328,6 +330,78 @@ def _generate(
         yield token
 
 
+# Tokens a generation holds, over all its samples (the prompt's and the new ones, 8 bytes
+# each, twice: the model's input and what the command keeps to print): 512 MiB each time.
+MAX_HELD_TOKENS = 2**26
+SEED_MAX = 2**63 - 1
+
+
+def check_sampling(
+    temperature: float, top_k: int | None, num_samples: int, max_new_tokens: int, seed: int
+) -> None:
+    """Refuse sampling options outside their ranges, all problems in one ``ConfigError``."""
+    problems = []
+    if not math.isfinite(temperature):
+        problems.append(f"--temperature must be a finite number (got {temperature})")
+    elif temperature < 0:
+        problems.append(f"--temperature must not be negative (got {temperature})")
+    if top_k is not None and top_k <= 0:
+        problems.append(f"--top-k must be positive (got {top_k})")
+    if num_samples <= 0:
+        problems.append(f"--num-samples must be positive (got {num_samples})")
+    if max_new_tokens < 0:
+        problems.append(f"--max-new-tokens must not be negative (got {max_new_tokens})")
+    if not 0 <= seed <= SEED_MAX:
+        problems.append(f"--seed must be between 0 and {SEED_MAX} (got {seed})")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if num_samples * max_new_tokens > MAX_HELD_TOKENS:
+        raise ConfigError(
+            f"--num-samples {num_samples} x --max-new-tokens {max_new_tokens} is "
+            f"{num_samples * max_new_tokens:,} tokens, more than the {MAX_HELD_TOKENS:,} a "
+            "command holds in memory; draw fewer or shorter samples per command (run it again "
+            "with another --seed for more)"
+        )
+
+
+def check_batch_memory(model: GPT, num_samples: int, length: int, device: torch.device) -> None:
+    """Refuse a batch of ``num_samples`` sequences of up to ``length`` tokens whose KV cache,
+    logits and tokens would not fit in the device's whole memory, before any of it is made:
+    an allocation that fails late, or swaps the machine, says nothing useful."""
+    if num_samples * length > MAX_HELD_TOKENS:
+        raise ConfigError(
+            f"--num-samples {num_samples} x {length} tokens (the prompt and --max-new-tokens) "
+            f"is more than the {MAX_HELD_TOKENS:,} tokens a command holds in memory; use a "
+            "shorter prompt or fewer or shorter samples"
+        )
+    total = device_memory(device)
+    if total is None:
+        return
+    cfg = model.config
+    element = next(model.parameters()).element_size()
+    kv_cache = 2 * cfg.n_layer * cfg.block_size * cfg.n_embd * element
+    logits = 4 * cfg.vocab_size * 4  # float32: the logits, scaled, filtered, softmax
+    per_sample = kv_cache + logits + 16 * length
+    if num_samples * per_sample > total:
+        most = max(1, total // per_sample)
+        raise ConfigError(
+            f"--num-samples {num_samples} needs about {num_samples * per_sample / 2**30:,.1f} "
+            f"GiB for its KV cache and logits, more than the {total / 2**30:,.1f} GiB of "
+            f"{device.type} memory here; draw at most {most:,} samples at a time"
+        )
+
+
+def device_memory(device: torch.device) -> int | None:
+    """The whole memory of ``device`` in bytes (the machine's for the CPU and MPS), or None
+    where it cannot be told."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return None
+
+
 @dataclass
 class Sampler:
     """A model and its tokenizer, ready to generate."""
@@ -376,20 +450,11 @@ class Sampler:
 
         Arguments are checked when this is called, before the first token is generated.
         """
-        problems = []
-        if temperature < 0:
-            problems.append(f"--temperature must not be negative (got {temperature})")
-        if top_k is not None and top_k <= 0:
-            problems.append(f"--top-k must be positive (got {top_k})")
-        if num_samples <= 0:
-            problems.append(f"--num-samples must be positive (got {num_samples})")
-        if max_new_tokens < 0:
-            problems.append(f"--max-new-tokens must not be negative (got {max_new_tokens})")
-        if problems:
-            raise ConfigError("; ".join(problems))
+        check_sampling(temperature, top_k, num_samples, max_new_tokens, seed)
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise ConfigError("the prompt is empty; give --start some text")
+        check_batch_memory(self.model, num_samples, len(ids) + max_new_tokens, self.device)
         idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         return generate(

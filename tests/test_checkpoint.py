@@ -399,9 +399,13 @@ def test_original_checkpoint_resumes_training(data_root: Path, tmp_path: Path) -
     options.update(max_iters=255, resume=True, eval_interval=5)
     result = train(resolve_config(None, None, options))  # what `nanogpt train --resume` runs
     assert result.iter_num == 255
-    # the run goes on writing nanoGPT's ckpt.pt, with no checkpoint of another format beside it
-    assert read_checkpoint(tmp_path / "out" / UNIFIED_FILE).state.iter_num == 255
-    assert not (tmp_path / "out" / CONFIG_FILE).exists()
+    # the run goes on writing nanoGPT's ckpt.pt, with no checkpoint of another format beside
+    # it (its end goes to last/ when the out-dir holds a better one: issue 23)
+    from nanogpt_cli.train.outdir import resume_dir
+
+    latest = resume_dir(tmp_path / "out")
+    assert read_checkpoint(latest / UNIFIED_FILE).state.iter_num == 255
+    assert not (tmp_path / "out" / CONFIG_FILE).exists() and not (latest / CONFIG_FILE).exists()
 
 
 def read_checkpoint_chars(data_root: Path) -> str:

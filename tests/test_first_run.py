@@ -155,7 +155,7 @@ def test_an_overwrite_run_stopped_early_keeps_the_old_run(
     trainer = Trainer(
         build_config("shakespeare-char", overrides={**tiny_options, "overwrite": True})
     )
-    trainer._stop_requested = lambda at_log: True  # type: ignore[method-assign]  # Ctrl-C
+    trainer._check.after_step = lambda at_log: True  # type: ignore[method-assign]  # Ctrl-C
     with pytest.raises(Interrupted):
         trainer.run()
     trainer.close()

@@ -150,10 +150,13 @@ def test_sigkill_at_random_moments_always_leaves_a_checkpoint_to_resume(
 
 
 def read_iteration(out: Path) -> int | None:
-    """The checkpoint's iteration, or None when there is none yet; any other problem (a
-    half-written or unreadable checkpoint) fails the test."""
+    """The iteration of the checkpoint a resume continues from (the best, or ``last`` when
+    newer), or None when there is none yet; any other problem (a half-written or unreadable
+    checkpoint) fails the test."""
+    from nanogpt_cli.train.outdir import resume_dir
+
     try:
-        return read_checkpoint(out).state.iter_num
+        return read_checkpoint(resume_dir(out)).state.iter_num
     except CheckpointError as e:
         if "no checkpoint" in str(e) or "not exist" in str(e):
             return None

@@ -170,8 +170,10 @@ def test_a_run_whose_evaluations_never_improve_still_saves_at_the_end(
     (out / CONFIG_FILE).write_text(json.dumps(meta))
     result = run(tiny_options, max_iters=8, resume=True)
     assert result.saved
-    ckpt = read_checkpoint(out)
+    # The end of the run is saved beside the better checkpoint, which stays (issue 23).
+    ckpt = read_checkpoint(out / "last")
     assert ckpt.state.iter_num == 8 and ckpt.state.best_val_loss == 0.0
+    assert read_checkpoint(out).state.iter_num == 5
 
 
 def test_gradient_accumulation_equals_the_larger_batch(

@@ -28,6 +28,7 @@ from .core import (
     weights_dtype,
 )
 from .directory import MODEL_FILE, has_directory_checkpoint
+from .fields import check_shapes
 from .formats import checkpoint_target, read_checkpoint, save_checkpoint
 from .hf import export_vocab_size, is_hf_folder, is_nanogpt_export, read_hf, write_hf
 from .safety import load_plain_pickle
@@ -60,6 +61,9 @@ def model_from_checkpoint(ckpt: Checkpoint, device: torch.device | str = "cpu") 
     """A ``GPT`` with the checkpoint's shape and weights, in float32, in eval mode."""
     from ..model import GPT
 
+    # The shape asked for is the weights' (whoever built ``ckpt``): nothing larger is made.
+    shapes = {name: tuple(t.shape) for name, t in ckpt.weights().items()}
+    check_shapes(replace(ckpt.model_config), shapes, ckpt.describe(), ckpt.path or "weights")
     # Built on the meta device, then given memory: every weight comes from the checkpoint,
     # so the random initialisation (as slow as reading the weights) is skipped.
     with torch.device("meta"):

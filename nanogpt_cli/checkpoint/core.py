@@ -9,6 +9,7 @@ reader and writer translate between that and its files.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointDamaged, CheckpointError
 from ..state import TrainState
 
 UNIFIED = "unified"
@@ -131,25 +132,6 @@ def untied(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in weights.items() if k != LM_HEAD}
 
 
-def model_config_from_weights(
-    weights: Mapping[str, torch.Tensor], n_head: int, **known: Any
-) -> ModelConfig:
-    """The model shape that ``weights`` imply; ``n_head`` cannot be read from shapes."""
-    vocab_size, n_embd = weights[WTE].shape
-    block_size = weights["transformer.wpe.weight"].shape[0]
-    n_layer = 1 + max(int(k.split(".")[2]) for k in weights if k.startswith("transformer.h."))
-    bias = "transformer.ln_f.bias" in weights
-    return ModelConfig(
-        n_layer=n_layer,
-        n_head=n_head,
-        n_embd=n_embd,
-        block_size=block_size,
-        vocab_size=vocab_size,
-        bias=bias,
-        **known,
-    )
-
-
 def load_weights(ckpt: Checkpoint, model: nn.Module) -> None:
     """Copy the checkpoint's weights into ``model``, converting dtypes; shapes must match."""
     weights = ckpt.weights()
@@ -168,7 +150,22 @@ def load_weights(ckpt: Checkpoint, model: nn.Module) -> None:
                 f"weights in {ckpt.path} do not fit this model: {name} is "
                 f"{tuple(tensor.shape)} in the checkpoint, {tuple(expected[name].shape)} here"
             )
+    check_finite(weights, ckpt.path)
     model.load_state_dict(weights)
+
+
+def check_finite(weights: Mapping[str, torch.Tensor], source: str | Path | None) -> None:
+    """Refuse weights with a NaN or an infinity (what a diverged run saves): they would
+    give NaN logits and fail far from the cause. One pass, no copy: a sum in float64 is
+    finite exactly when every element is (no float32 sum can overflow it)."""
+    for name, tensor in weights.items():
+        floating = tensor.is_floating_point() and tensor.numel()
+        if floating and not math.isfinite(tensor.sum(dtype=torch.float64).item()):
+            raise CheckpointDamaged(
+                f"checkpoint {source} holds non-finite weights (NaN or inf) in {name}; "
+                "the run that saved it had diverged: use an earlier checkpoint, or train "
+                "again (e.g. with a lower --learning-rate)"
+            )
 
 
 def weights_dtype(weights: Mapping[str, torch.Tensor]) -> str:

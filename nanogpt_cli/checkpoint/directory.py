@@ -25,9 +25,10 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..config import ModelConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointDamaged, CheckpointError, CheckpointMissing, first_line
+from . import fields
 from .core import MODEL_ONLY, SEPARATED, Checkpoint, TrainState, canonical_weights, untied
+from .files import create_new, seal, write_failure
 from .safety import load_torch_file
 
 CONFIG_FILE = "checkpoint.json"
@@ -94,21 +95,28 @@ def _write_directory(
         "config": ckpt.config,
         "files": {"model": MODEL_FILE, "optimizer": OPTIMIZER_FILE if with_optimizer else None},
     }
+    writing = out / MODEL_FILE
     try:
+        # save_file writes a file of its own and renames it over the name it is given (so
+        # never through a link there), with mode 0600: seal gives it the ordinary mode.
+        _tmp(out, MODEL_FILE).unlink(missing_ok=True)
         save_file(tensors, str(_tmp(out, MODEL_FILE)), metadata={"format": "pt", "iter_num": stamp})
-        _fsync(_tmp(out, MODEL_FILE))
+        seal(_tmp(out, MODEL_FILE))
         if optimizer is not None:
-            torch.save({"iter_num": state.iter_num, **optimizer}, _tmp(out, OPTIMIZER_FILE))
-            _fsync(_tmp(out, OPTIMIZER_FILE))
-        with open(_tmp(out, CONFIG_FILE), "w", encoding="utf-8") as f:
-            f.write(json.dumps(meta, indent=1) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            writing = out / OPTIMIZER_FILE
+            with create_new(_tmp(out, OPTIMIZER_FILE)) as f:
+                torch.save({"iter_num": state.iter_num, **optimizer}, f)
+            seal(_tmp(out, OPTIMIZER_FILE))
+        writing = out / CONFIG_FILE
+        with create_new(_tmp(out, CONFIG_FILE)) as f:
+            f.write((json.dumps(meta, indent=1) + "\n").encode("utf-8"))
+        seal(_tmp(out, CONFIG_FILE))
     except (OSError, RuntimeError, SafetensorError) as e:  # disk full, permissions
+        why = write_failure(e, writing)  # before the temporaries go: the disk is still full
         for name in _FILES:
             _tmp(out, name).unlink(missing_ok=True)
         raise CheckpointError(
-            f"could not save the checkpoint in {out}: {e}; the previous checkpoint is intact"
+            f"could not save the checkpoint in {out}: {why}; the previous checkpoint is intact"
         ) from None
     _commit(out)
     if not with_optimizer:
@@ -145,11 +153,6 @@ def _tmp(out: Path, name: str) -> Path:
     return out / (name + ".tmp")
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def fsync_dir(path: Path) -> None:
     """Make renames in ``path`` durable (POSIX; a no-op elsewhere)."""
     if hasattr(os, "O_DIRECTORY"):
@@ -177,7 +180,7 @@ def recover(out: Path) -> None:
     json_tmp = _tmp(out, CONFIG_FILE)
     try:
         complete = json_tmp.exists() and isinstance(json.loads(json_tmp.read_text()), dict)
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         complete = False
     if complete:
         _commit(out)
@@ -196,63 +199,81 @@ def read_directory(root: Path) -> Checkpoint:
     with locked(root):
         if os.access(root, os.W_OK):
             recover(root)
+        if not (root / CONFIG_FILE).exists():  # what a first save, killed, left: discarded
+            raise CheckpointMissing(f"no checkpoint in {root} (an interrupted save was discarded)")
         return _read_directory(root)
 
 
 def _read_directory(root: Path) -> Checkpoint:
     meta_path = root / CONFIG_FILE
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"format is {meta.get('format')!r}, not {FORMAT!r}")
-        model_config = ModelConfig(**meta["model"])
-        train = meta["train"]
-        best = train.get("best_val_loss")
-        state = TrainState(
-            iter_num=int(train["iter_num"]),
-            best_val_loss=math.inf if best is None else float(best),
-            tokens_seen=int(train.get("tokens_seen", 0)),
-            rng=meta.get("rng") or {},
+    meta = fields.Fields(fields.read_json(meta_path), meta_path)
+    if meta.raw("format", None) != FORMAT:
+        raise CheckpointDamaged(
+            f"{meta_path} is not a nanogpt checkpoint: its format is "
+            f"{meta.raw('format', None)!r}, not {FORMAT!r}"
         )
-        tokenizer = meta["tokenizer"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{meta_path} is not a readable nanogpt checkpoint: {e}") from None
+    version = meta.integer("version", FORMAT_VERSION, low=1)
+    if version > FORMAT_VERSION:
+        raise CheckpointDamaged(
+            f"{meta_path} is format version {version}, written by a newer nanogpt than this "
+            f"one (which reads version {FORMAT_VERSION}); upgrade nanogpt"
+        )
+    model_config = fields.model_config(meta.raw("model"), meta_path)
+    train = fields.Fields(meta.obj("train"), meta_path, "train")
+    best = train.number("best_val_loss", None, infinite=True)
+    state = TrainState(
+        iter_num=train.integer("iter_num"),
+        best_val_loss=math.inf if best is None else best,
+        tokens_seen=train.integer("tokens_seen", 0),
+        rng=meta.obj("rng", {}),
+    )
+    tokenizer = fields.tokenizer_field(meta.raw("tokenizer"), meta_path)
+    files = fields.Fields(meta.obj("files", {}), meta_path, "files")
+    listed = files.text("optimizer", None)
+    dataset = meta.text("dataset", None)
+    config = fields.run_config(meta.raw("config", None), meta_path)
     model_path = root / MODEL_FILE
     if not model_path.is_file():
-        raise CheckpointError(f"checkpoint {root} has no {MODEL_FILE}; it is incomplete")
-    stamp = _model_stamp(model_path)
+        raise CheckpointDamaged(
+            f"checkpoint {root} has no {MODEL_FILE} although {CONFIG_FILE} lists it; it is "
+            "incomplete"
+        )
+    stamp, shapes = _model_header(model_path)
     if stamp is not None and stamp != str(state.iter_num):
-        raise CheckpointError(
+        raise CheckpointDamaged(
             f"checkpoint {root} is inconsistent ({MODEL_FILE} is from iteration {stamp}, "
             f"{CONFIG_FILE} from {state.iter_num}); a save was interrupted"
         )
+    model_config = fields.check_shapes(model_config, shapes, meta_path, model_path)
     optimizer_path = root / OPTIMIZER_FILE
-    with_optimizer = bool((meta.get("files") or {}).get("optimizer")) and optimizer_path.is_file()
-    files = [model_path, meta_path] + ([optimizer_path] if with_optimizer else [])
+    files_read = [model_path, meta_path] + ([optimizer_path] if listed else [])
     return Checkpoint(
         model_config=model_config,
         tokenizer=tokenizer,
         state=state,
-        dataset=meta.get("dataset"),
-        config=meta.get("config"),
+        dataset=dataset,
+        config=config,
         path=root,
-        format=SEPARATED if with_optimizer else MODEL_ONLY,
-        files=files,
+        format=SEPARATED if listed else MODEL_ONLY,
+        files=files_read,
         _weights=lambda: _read_weights(model_path, state.iter_num),
-        _optimizer=(lambda: _read_optimizer(optimizer_path, state.iter_num))
-        if with_optimizer
-        else None,
+        _optimizer=(lambda: _read_optimizer(optimizer_path, state.iter_num)) if listed else None,
     )
 
 
-def _model_stamp(path: Path) -> str | None:
+def _model_header(path: Path) -> tuple[str | None, dict[str, list[int]]]:
+    """The iteration ``path`` was saved at and its tensors' shapes, from the header alone."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("iter_num")
+            stamp = (f.metadata() or {}).get("iter_num")
+            return stamp, {name: f.get_slice(name).get_shape() for name in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+        raise CheckpointDamaged(
+            f"{path} is not a readable safetensors file ({first_line(e)}); the file is damaged "
+            "or not a checkpoint"
+        ) from None
 
 
 def _read_weights(path: Path, iter_num: int) -> dict[str, torch.Tensor]:
@@ -268,16 +289,30 @@ def _read_weights(path: Path, iter_num: int) -> dict[str, torch.Tensor]:
                 )
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+        raise CheckpointDamaged(
+            f"{path} is not a readable safetensors file ({first_line(e)}); the file is damaged "
+            "or not a checkpoint"
+        ) from None
     return canonical_weights(tensors, path)
 
 
 def _read_optimizer(path: Path, iter_num: int) -> dict[str, Any]:
-    state = load_torch_file(path, mmap=True)
+    if not path.is_file():
+        raise CheckpointDamaged(
+            f"checkpoint {path.parent} has no {OPTIMIZER_FILE} although {CONFIG_FILE} lists it; "
+            "it is incomplete"
+        )
+    try:
+        state = load_torch_file(path, mmap=True)
+    except CheckpointError as e:
+        raise CheckpointDamaged(str(e)) from None
     if not isinstance(state, dict) or state.get("iter_num") != iter_num:
         found = state.get("iter_num") if isinstance(state, dict) else None
-        raise CheckpointError(
+        raise CheckpointDamaged(
             f"checkpoint {path.parent} is inconsistent ({OPTIMIZER_FILE} is from iteration "
             f"{found}, {CONFIG_FILE} from {iter_num}); a save was interrupted"
         )
-    return {"optimizer": state["optimizer"], "scaler": state.get("scaler") or {}}
+    optimizer, scaler = state.get("optimizer"), state.get("scaler") or {}
+    if not isinstance(optimizer, dict) or not isinstance(scaler, dict):
+        raise CheckpointDamaged(f"{path} holds no optimizer state; the file is damaged")
+    return {"optimizer": optimizer, "scaler": scaler}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointDamaged, CheckpointError, CheckpointMissing
 from ..log import get_logger
 from .core import FORMATS, HF, MODEL_ONLY, SEPARATED, UNIFIED, Checkpoint
 from .directory import (
@@ -33,6 +33,8 @@ logger = get_logger(__name__)
 
 NEW_CHECKPOINT_HINT = "train one with `nanogpt train`"
 _DIRECTORY_FILES = (CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE)
+# Weights that only a checkpoint leaves in a folder.
+_WEIGHT_FILES = (MODEL_FILE, OPTIMIZER_FILE, "pytorch_model.bin", "model.safetensors.index.json")
 
 
 def locate(path: str | Path, hint: str = NEW_CHECKPOINT_HINT) -> tuple[str, Path]:
@@ -51,7 +53,7 @@ def locate(path: str | Path, hint: str = NEW_CHECKPOINT_HINT) -> tuple[str, Path
             return UNIFIED, p
         raise CheckpointError(f"{p} is not a checkpoint file (expected a .pt file or a folder)")
     if not p.is_dir():
-        raise CheckpointError(f"no checkpoint in {p} ({p} does not exist); {hint}")
+        raise CheckpointMissing(f"no checkpoint in {p} ({p} does not exist); {hint}")
     found: list[tuple[float, str, Path]] = []
     if has_directory_checkpoint(p):
         found.append((_mtime(p / CONFIG_FILE), "directory", p))
@@ -60,7 +62,8 @@ def locate(path: str | Path, hint: str = NEW_CHECKPOINT_HINT) -> tuple[str, Path
     if is_hf_folder(p):
         found.append((_mtime(p / HF_CONFIG), HF, p))
     if not found:
-        raise CheckpointError(
+        _refuse_remains(p)
+        raise CheckpointMissing(
             f"no checkpoint in {p} (looked for {CONFIG_FILE}, {UNIFIED_FILE} and a Hugging Face "
             f"{HF_CONFIG}); {hint}"
         )
@@ -71,6 +74,22 @@ def locate(path: str | Path, hint: str = NEW_CHECKPOINT_HINT) -> tuple[str, Path
             f"using the newest, {_name(found[0][1])}. Pass a file to choose another."
         )
     return found[0][1], found[0][2]
+
+
+def _refuse_remains(p: Path) -> None:
+    """A folder with a checkpoint's weights but nothing that describes them holds a damaged
+    checkpoint, not none: say so, so that nothing takes it for an empty folder."""
+    remains = [name for name in _WEIGHT_FILES if (p / name).exists()]
+    if not remains:
+        return
+    if (p / HF_CONFIG).exists():
+        raise CheckpointDamaged(
+            f"{p / HF_CONFIG} is not a readable Hugging Face GPT-2 config (no JSON object with "
+            f"model_type 'gpt2'), so the weights beside it ({', '.join(remains)}) cannot be read"
+        )
+    raise CheckpointDamaged(
+        f"{p} holds {', '.join(remains)} but no {CONFIG_FILE}: an incomplete or damaged checkpoint"
+    )
 
 
 def _name(kind: str) -> str:
@@ -93,12 +112,20 @@ def read_checkpoint(
     has none beside it. ``hint`` ends the error when there is no checkpoint: what to do.
     """
     kind, where = locate(path, hint)
-    if kind == UNIFIED:
-        ckpt = read_unified(where, meta)
-    elif kind == HF:
-        ckpt = read_hf(where)
-    else:
-        ckpt = read_directory(where)
+    try:
+        if kind == UNIFIED:
+            ckpt = read_unified(where, meta)
+        elif kind == HF:
+            ckpt = read_hf(where)
+        else:
+            ckpt = read_directory(where)
+    except CheckpointDamaged:
+        raise
+    except CheckpointMissing:
+        _refuse_remains(where)
+        raise
+    except CheckpointError as e:  # found, but it cannot be read: never "no checkpoint"
+        raise CheckpointDamaged(str(e)) from None
     for note in ckpt.notes:
         logger.info(f"{where}: {note}")
     return ckpt

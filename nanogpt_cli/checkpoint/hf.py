@@ -20,9 +20,11 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointDamaged, CheckpointError, first_line
+from . import fields
 from .core import HF, LM_HEAD, WTE, Checkpoint, TrainState, canonical_weights
 from .directory import fsync_dir
+from .files import seal
 from .safety import load_torch_file
 
 HF_CONFIG = "config.json"
@@ -44,7 +46,7 @@ def is_hf_folder(path: Path) -> bool:
         return False
     try:
         return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "gpt2"
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
@@ -180,8 +182,7 @@ def write_hf(dst: str | Path, ckpt: Checkpoint, *, overwrite: bool = False) -> l
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         notes += _write_tokenizer(tmp, ckpt.tokenizer)
         for written in tmp.iterdir():  # on disk before the folder is renamed into place
-            with open(written, "rb") as f:
-                os.fsync(f.fileno())
+            seal(written)  # the ordinary mode too (save_file's is 0600)
         fsync_dir(tmp)
         _replace_dir(tmp, dst, overwrite)
     finally:
@@ -278,20 +279,41 @@ def resolve_hf_source(src: str | Path) -> Path:
 
 
 def _hf_raw_weights(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     index = folder / "model.safetensors.index.json"
     if (folder / "model.safetensors").is_file():
-        return load_file(str(folder / "model.safetensors"))
+        return _safetensors(folder / "model.safetensors")
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = fields.Fields(fields.read_json(index), index).obj("weight_map")
+        shards = set(weight_map.values())
+        if not all(isinstance(s, str) and s == Path(s).name for s in shards):
+            raise fields.invalid(index, "weight_map", "must name files in its own folder")
         out: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            out.update(load_file(str(folder / shard)))
+        for shard in sorted(shards):
+            out.update(_safetensors(folder / shard))
         return out
     if (folder / "pytorch_model.bin").is_file():
-        return load_torch_file(folder / "pytorch_model.bin")
-    raise CheckpointError(f"{folder} has no model.safetensors or pytorch_model.bin")
+        state = load_torch_file(folder / "pytorch_model.bin")
+        if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+        ):
+            raise CheckpointDamaged(
+                f"{folder / 'pytorch_model.bin'} is not a state dict (names to tensors)"
+            )
+        return state
+    raise CheckpointDamaged(f"{folder} has no model.safetensors or pytorch_model.bin")
+
+
+def _safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointDamaged(
+            f"{path} is not a readable safetensors file ({first_line(e)}); the file is damaged "
+            "or not a checkpoint"
+        ) from None
 
 
 def our_weights(raw: Mapping[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
@@ -301,6 +323,8 @@ def our_weights(raw: Mapping[str, torch.Tensor], source: Path) -> dict[str, torc
         # GPT2Model checkpoints (the hub's 'gpt2') have no 'transformer.' prefix.
         if not name.startswith(("transformer.", "lm_head.")):
             name = "transformer." + name
+        if _is_conv1d(name) and t.dim() != 2:
+            raise CheckpointDamaged(f"{source}: {name} is {tuple(t.shape)}, not a matrix")
         out[name] = t.t().contiguous() if _is_conv1d(name) else t
     return canonical_weights(out, source)
 
@@ -319,45 +343,55 @@ def _drop_zero_biases(weights: dict[str, torch.Tensor], source: Path) -> None:
 def read_hf(src: str | Path) -> Checkpoint:
     """Read a Hugging Face GPT-2 folder (or hub id) as a model-only checkpoint."""
     folder = resolve_hf_source(src)
-    try:
-        hf = json.loads((folder / HF_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {folder / HF_CONFIG}: {e}") from None
+    source = folder / HF_CONFIG
+    hf = fields.Fields(fields.read_json(source), source)
     problems = []
-    activation = _FROM_HF_ACTIVATION.get(hf.get("activation_function", "gelu_new"))
+    activation = _FROM_HF_ACTIVATION.get(hf.text("activation_function", "gelu_new"))
     if activation is None:
-        problems.append(f"activation_function {hf.get('activation_function')!r}")
-    if abs(float(hf.get("layer_norm_epsilon", 1e-5)) - 1e-5) > 1e-12:
-        problems.append(f"layer_norm_epsilon {hf.get('layer_norm_epsilon')}")
-    n_embd = int(hf.get("n_embd", 768))
-    if hf.get("n_inner") not in (None, 4 * n_embd):
-        problems.append(f"n_inner {hf.get('n_inner')}")
-    if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("scale_attn_weights") is False:
+        problems.append(f"activation_function {hf.value.get('activation_function')!r}")
+    epsilon = hf.number("layer_norm_epsilon", 1e-5)
+    if abs(epsilon - 1e-5) > 1e-12:
+        problems.append(f"layer_norm_epsilon {epsilon}")
+    n_embd = hf.integer("n_embd", 768, low=1, high=fields.MAX_DIM)
+    n_inner = hf.integer("n_inner", None, low=1, high=fields.INT64_MAX)
+    if n_inner not in (None, 4 * n_embd):
+        problems.append(f"n_inner {n_inner}")
+    if hf.raw("scale_attn_by_inverse_layer_idx", False) or hf.raw("scale_attn_weights", 1) is False:
         problems.append("non-standard attention scaling")
-    if hf.get("tie_word_embeddings") is False:
+    if hf.raw("tie_word_embeddings", True) is False:
         problems.append("untied output embedding")
     if problems:
         raise CheckpointError(
             f"{folder} is a GPT-2 variant nanogpt's model does not compute: " + ", ".join(problems)
         )
-    weights = our_weights(_hf_raw_weights(folder), folder)
-    extra = hf.get("nanogpt") if isinstance(hf.get("nanogpt"), dict) else {}
+    shape = {
+        "n_layer": hf.integer("n_layer", 12, low=1, high=fields.MAX_DIM),
+        "n_head": hf.integer("n_head", 12, low=1, high=fields.MAX_DIM),
+        "block_size": hf.integer("n_positions", 1024, low=1, high=fields.MAX_DIM),
+    }
+    if n_embd % shape["n_head"]:
+        raise fields.invalid(source, "n_embd", f"({n_embd}) is not divisible by n_head")
+    extra = fields.Fields(hf.obj("nanogpt", {}), source, "nanogpt")
+    tokenizer = fields.tokenizer_field(extra.raw("tokenizer", None), source, "nanogpt.tokenizer")
+    dataset = extra.text("dataset", None)
+    iter_num = extra.integer("iter_num", None) or 0
     # Hugging Face's GPT-2 always has biases; a model nanogpt exported without them says so.
-    bias = (extra.get("model") or {}).get("bias", True) is not False
+    bias = fields.Fields(extra.obj("model", {}), source, "nanogpt.model").raw("bias", True)
+    bias = bias is not False
+    weights = our_weights(_hf_raw_weights(folder), folder)
     if not bias:
         _drop_zero_biases(weights, folder)
     model_config = ModelConfig(
-        n_layer=int(hf.get("n_layer", 12)),
-        n_head=int(hf.get("n_head", 12)),
+        **shape,
         n_embd=n_embd,
-        block_size=int(hf.get("n_positions", 1024)),
-        vocab_size=int(weights[WTE].shape[0]),
+        vocab_size=None,
         dropout=0.0,
         bias=bias,
         activation=activation,  # type: ignore[arg-type]
     )
+    shapes = {name: tuple(t.shape) for name, t in weights.items()}
+    fields.check_shapes(model_config, shapes, source, folder, {"block_size": "n_positions"})
     notes: list[str] = []
-    tokenizer = extra.get("tokenizer")
     if tokenizer is None and model_config.vocab_size == GPT2_VOCAB:
         tokenizer = {"kind": "tiktoken", "name": "gpt2"}
         notes.append("vocabulary of 50257: taken to be GPT-2's BPE")
@@ -366,8 +400,8 @@ def read_hf(src: str | Path) -> Checkpoint:
     return Checkpoint(
         model_config=model_config,
         tokenizer=tokenizer,
-        state=TrainState(iter_num=int(extra.get("iter_num", 0) or 0)),
-        dataset=extra.get("dataset"),
+        state=TrainState(iter_num=iter_num),
+        dataset=dataset,
         path=folder,
         format=HF,
         origin="transformers",

@@ -75,17 +75,28 @@ def load_torch_file(path: str | Path, *, mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        # torch's message explains which global was refused; its first line says enough.
-        reason = str(e).strip().splitlines()
-        detail = next((line for line in reason if "GLOBAL" in line or "global" in line), "")
+        reason = [line.strip() for line in str(e).strip().splitlines()]
+        refused = next((line for line in reason if "GLOBAL" in line or "global" in line), "")
+        if not refused:  # not a pickle at all: random bytes, another file type
+            detail = next((line for line in reason if line.startswith("Unsupported")), "")
+            raise CheckpointError(
+                f"{path} is not a checkpoint (not a file torch.save writes"
+                + (f": {detail.lower()}" if detail else "")
+                + ")"
+            ) from None
+        # torch's message explains which global was refused; that line says enough.
         raise CheckpointError(
             f"refusing to load {path}: it holds Python objects other than tensors and plain "
-            f"data, which could run code{f' ({detail.strip()})' if detail else ''}; "
-            "only weights-only checkpoints are read"
+            f"data, which could run code ({refused}); only weights-only checkpoints are read"
         ) from None
     except RuntimeError as e:
         if mmap and "mmap" in str(e):  # a file in torch's legacy (non-zip) format
             return load_torch_file(path, mmap=False)
-        raise CheckpointError(f"cannot read {path}: {first_line(e)}") from None
-    except (OSError, EOFError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: {first_line(e)}") from None
+        why = first_line(e).split(". ")[0]  # torch's first sentence; the rest is advice
+        raise CheckpointError(f"{path} is not a checkpoint or is truncated ({why})") from None
+    except EOFError:
+        raise CheckpointError(f"{path} is not a checkpoint (it is empty or cut short)") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    except (ValueError, IndexError, KeyError, TypeError, RecursionError) as e:
+        raise CheckpointError(f"{path} is not a checkpoint ({first_line(e)})") from None

@@ -21,25 +21,22 @@ from __future__ import annotations
 import math
 import os
 import pickle
-from dataclasses import asdict, fields
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 from .. import __version__
 from ..config import GROUP_TITLES, ModelConfig, option_specs
-from ..errors import CheckpointError
+from ..errors import CheckpointDamaged, CheckpointError
 from ..log import get_logger
-from .core import (
-    COMPILED_PREFIX,
-    UNIFIED,
-    Checkpoint,
-    TrainState,
-    canonical_weights,
-    model_config_from_weights,
-)
+from . import fields
+from .core import COMPILED_PREFIX, UNIFIED, Checkpoint, TrainState, canonical_weights
 from .directory import fsync_dir, locked
+from .fields import shown
+from .files import create_new, seal, write_failure
 from .safety import load_plain_pickle, load_torch_file
 
 UNIFIED_FILE = "ckpt.pt"  # the name nanoGPT reads from its out_dir
@@ -109,13 +106,17 @@ def write_unified(path: str | Path, ckpt: Checkpoint) -> list[Path]:
     written = [target]
     try:
         with locked(target.parent):
-            _atomic_write(target, lambda tmp: torch.save(payload, tmp))
+            _atomic_write(target, lambda f: torch.save(payload, f))
             meta = char_meta(ckpt.tokenizer)
             if meta is not None:
                 meta_path = target.parent / META_FILE
-                _atomic_write(meta_path, lambda tmp: tmp.write_bytes(pickle.dumps(meta)))
+                _atomic_write(meta_path, lambda f: f.write(pickle.dumps(meta)))
                 written.append(meta_path)
     except (OSError, RuntimeError) as e:
+        raise CheckpointError(
+            f"could not save {target}: {e}; the previous checkpoint is intact"
+        ) from None
+    except _WriteFailed as e:
         raise CheckpointError(
             f"could not save {target}: {e}; the previous checkpoint is intact"
         ) from None
@@ -163,20 +164,33 @@ def nanogpt_reading(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
             f"{path}: model_args has keys nanoGPT's GPTConfig does not take: {', '.join(unknown)}"
         )
     values = {**_GPT_CONFIG_DEFAULTS, **{k: _plain(v) for k, v in args.items()}}
-    cfg = ModelConfig(**values, activation=NANOGPT_ACTIVATION)
+    cfg = fields.model_config(
+        {**values, "activation": NANOGPT_ACTIVATION}, path, "model_args", ignore_unknown=True
+    )
     state = {
         (k[len(COMPILED_PREFIX) :] if k.startswith(COMPILED_PREFIX) else k): v
         for k, v in payload["model"].items()
     }
+    shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    fields.check_shapes(cfg, shapes, path, path)  # before nanoGPT's model is built
     return cfg, state
 
 
-def _atomic_write(target: Path, write: Any) -> None:
+class _WriteFailed(Exception):
+    """A write that failed, its reason in words (see ``files.write_failure``)."""
+
+
+def _atomic_write(target: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """``write`` into a new temporary beside ``target`` (never through a link), flushed,
+    then renamed over ``target``."""
     tmp = target.with_name(target.name + ".tmp")
     try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        try:
+            with create_new(tmp) as f:
+                write(f)
+            seal(tmp)
+        except (OSError, RuntimeError) as e:
+            raise _WriteFailed(write_failure(e, target)) from None  # while the disk is full
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -244,38 +258,55 @@ def read_unified(path: Path, meta: str | Path | None = None) -> Checkpoint:
                 path.with_name(name + ".tmp").unlink(missing_ok=True)
         # Memory-mapped: the tensors stay readable even if a new save replaces the file.
         payload = load_torch_file(path, mmap=True)
-    if not isinstance(payload, dict) or "model" not in payload:
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         keys = ", ".join(sorted(map(str, payload))[:6]) if isinstance(payload, dict) else ""
-        raise CheckpointError(
+        raise CheckpointDamaged(
             f"{path} is not a nanoGPT checkpoint (expected the keys {', '.join(NANOGPT_KEYS)}"
             + (f"; found {keys}" if keys else "")
             + ")"
         )
-    weights = canonical_weights(payload["model"], path)
+    raw = payload["model"]
+    for name, tensor in raw.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise fields.invalid(path, f"model[{name!r}]", f"must be a tensor, not {shown(tensor)}")
+    shapes = {name: tuple(tensor.shape) for name, tensor in raw.items()}
     ours = payload.get("nanogpt")
     notes: list[str] = []
     if isinstance(ours, dict) and ours.get("format") == FORMAT:
-        known = {f.name for f in fields(ModelConfig)}
-        model_config = ModelConfig(**{k: v for k, v in ours["model"].items() if k in known})
-        tokenizer = ours.get("tokenizer")
-        dataset = ours.get("dataset")
-        config = ours.get("config")
+        extra = fields.Fields(ours, path, "nanogpt")
+        model_config = fields.model_config(
+            extra.raw("model"), path, "nanogpt.model", ignore_unknown=True
+        )
+        model_config = fields.check_shapes(model_config, shapes, path, path)
+        tokenizer = fields.tokenizer_field(extra.raw("tokenizer", None), path, "nanogpt.tokenizer")
+        dataset = extra.text("dataset", None)
+        config = fields.run_config(extra.raw("config", None), path, "nanogpt.config")
         origin = "nanogpt"
-        extra = ours
+        tokens_seen = extra.integer("tokens_seen", 0)
+        rng = extra.obj("rng", {})
+        scaler = extra.obj("scaler", {})
     else:
-        model_config = _model_config_from_args(payload, weights, path)
-        config = _nested_config(payload.get("config") or {})
+        model_config = _model_config_from_args(payload, shapes, path)
+        flat = payload.get("config")
+        config = _nested_config(flat if isinstance(flat, dict) else {})
         dataset = config["data"].get("dataset")
         tokenizer = None
         origin = "nanoGPT"
-        extra = {}
+        tokens_seen, rng, scaler = 0, {}, {}
+    weights = canonical_weights(raw, path)
+    found = payload.get("config")
     if meta is not None or tokenizer is None:
-        tokenizer = _find_tokenizer(path, payload.get("config") or {}, meta, model_config, notes)
+        tokenizer = _find_tokenizer(
+            path, found if isinstance(found, dict) else {}, meta, model_config, notes
+        )
+    top = fields.Fields({k: _plain(v) for k, v in payload.items() if isinstance(k, str)}, path)
+    best = top.number("best_val_loss", None, infinite=True)
     state = TrainState(
-        iter_num=int(_plain(payload.get("iter_num", 0))),
-        best_val_loss=_best_loss(payload.get("best_val_loss")),
-        tokens_seen=int(extra.get("tokens_seen", 0)),
-        rng=extra.get("rng") or {},
+        iter_num=top.integer("iter_num", 0),
+        # nanoGPT starts from 1e9 ("no evaluation yet").
+        best_val_loss=math.inf if best is None or best >= 1e9 else best,
+        tokens_seen=tokens_seen,
+        rng=rng,
     )
     files = [path]
     if (path.parent / META_FILE).is_file() and tokenizer and tokenizer.get("kind") == "char":
@@ -293,39 +324,40 @@ def read_unified(path: Path, meta: str | Path | None = None) -> Checkpoint:
         files=files,
         notes=notes,
         _weights=weights,
-        _optimizer={"optimizer": optimizer, "scaler": extra.get("scaler") or {}}
+        _optimizer={"optimizer": optimizer, "scaler": scaler}
         if isinstance(optimizer, dict)
         else None,
     )
 
 
 def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, torch.Tensor) else value
-
-
-def _best_loss(value: Any) -> float:
-    value = _plain(value)
-    if value is None:
-        return math.inf
-    value = float(value)
-    # nanoGPT starts from 1e9 ("no evaluation yet").
-    return math.inf if value >= 1e9 else value
+    """A one-element tensor (as nanoGPT stores ``best_val_loss``) as its number."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return value
 
 
 def _model_config_from_args(
-    payload: dict[str, Any], weights: dict[str, torch.Tensor], path: Path
+    payload: dict[str, Any], shapes: dict[str, tuple[int, ...]], path: Path
 ) -> ModelConfig:
-    args = payload.get("model_args")
-    if not isinstance(args, dict) or "n_head" not in args:
-        raise CheckpointError(f"{path} has no model_args with n_head; it is not a nanoGPT ckpt.pt")
+    raw = payload.get("model_args")
+    if not isinstance(raw, dict) or "n_head" not in raw:
+        raise CheckpointDamaged(
+            f"{path} has no model_args with n_head; it is not a nanoGPT ckpt.pt"
+        )
+    args = fields.Fields({str(k): _plain(v) for k, v in raw.items()}, path, "model_args")
+    n_head = args.integer("n_head", low=1, high=fields.MAX_DIM)
+    dropout = args.number("dropout", None, low=0.0, high=1.0) or 0.0
     # Shapes come from the weights; nanoGPT's model uses the exact GELU.
-    cfg = model_config_from_weights(
-        weights, n_head=int(args["n_head"]), dropout=float(args.get("dropout", 0.0) or 0.0)
-    )
+    cfg = fields.config_from_shapes(shapes, path, n_head=n_head, dropout=dropout)
     cfg.activation = "gelu"
-    if "bias" in args and bool(args["bias"]) != cfg.bias:
-        raise CheckpointError(
-            f"{path}: model_args says bias={args['bias']} but the weights "
+    if cfg.n_embd % n_head:
+        raise fields.invalid(
+            path, "model_args.n_head", f"({n_head}) does not divide the weights' width {cfg.n_embd}"
+        )
+    if "bias" in args.value and args.boolean("bias") != cfg.bias:
+        raise CheckpointDamaged(
+            f"{path}: model_args says bias={args.value['bias']} but the weights "
             f"{'have' if cfg.bias else 'have no'} biases"
         )
     return cfg

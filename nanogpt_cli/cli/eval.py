@@ -121,6 +121,8 @@ def evaluate(
         source = preset_values(preset).get("init_from")
     if source is None or source == "scratch":
         raise ConfigError("nothing to evaluate: give --checkpoint PATH or --init-from NAME")
+    path = output or _default_output(Path(str(source)))
+    _check_output(path)  # before the evaluation, which can take long
     tune_process(device or "auto")
     report = run_eval(
         source,
@@ -138,12 +140,43 @@ def evaluate(
         meta=meta,
     )
     _print_table(report)
-    path = output or _default_output(Path(str(source)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    from ..safe_files import os_error_line, write_text
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(os_error_line(e, path.parent, "--output", "creating")) from None
+    write_text(path, json.dumps(report.to_dict(), indent=2) + "\n", ConfigError, "--output")
     from ..log import get_logger
 
     get_logger(__name__).info(f"wrote {path}")
+
+
+def _check_output(path: Path) -> None:
+    """Refuse an ``--output`` that cannot be written (a directory, a read-only place)."""
+    import contextlib
+    import errno
+    import os
+
+    from ..errors import ConfigError
+    from ..safe_files import os_error_line
+
+    try:
+        if path.is_dir():
+            raise ConfigError(
+                f"--output {path} is a directory; give a file name, e.g. {path / 'eval.json'}"
+            )
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            code = errno.EACCES
+            with contextlib.suppress(OSError, AttributeError):  # statvfs: POSIX only
+                if os.statvfs(folder).f_flag & os.ST_RDONLY:
+                    code = errno.EROFS
+            raise OSError(code, os.strerror(code), str(path))
+    except OSError as e:
+        raise ConfigError(os_error_line(e, path, "--output")) from None
 
 
 def _default_output(source: Path) -> Path:

@@ -318,7 +318,16 @@ def with_output_options(func: Callable[..., Any]) -> Callable[..., Any]:
         quiet, verbose, log_json = (kwargs.pop(name, False) for name in _OUTPUT_OPTIONS)
         configure_logging(quiet=quiet, verbose=verbose, json_lines=True if log_json else None)
         log_nanogpt_spelling()  # --batch_size=32: once, as --batch-size 32
-        return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            # Typer would end it as a silent exit 130: one line instead, the stop's own when
+            # nanogpt's signal handling raised it (train.signals.StopNow, 128 + the signal).
+            from ..errors import NanoGPTError
+
+            error = NanoGPTError(str(e) or "interrupted")
+            error.exit_code = getattr(e, "exit_code", 130)
+            raise error from e
 
     _set_parameters(run, own + extra)
     return run

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..plot.terminal import MAX_CHART_HEIGHT, MAX_CHART_WIDTH, MIN_HEIGHT, MIN_WIDTH
 from .complete import complete_run
 
 
@@ -33,13 +34,20 @@ def plot(
         Optional[int],
         typer.Option(
             "--width",
-            min=40,
+            min=MIN_WIDTH,
+            max=MAX_CHART_WIDTH,
             help="Terminal chart width in columns.",
             show_default="the terminal's, 40 to 100; 72 when piped",
         ),
     ] = None,
     height: Annotated[
-        int, typer.Option("--height", min=5, help="Terminal chart height in rows.")
+        int,
+        typer.Option(
+            "--height",
+            min=MIN_HEIGHT,
+            max=MAX_CHART_HEIGHT,
+            help="Terminal chart height in rows.",
+        ),
     ] = 16,
 ) -> None:
     """Plot the losses of one or more runs.

@@ -47,6 +47,7 @@ NumProc = Annotated[
     typer.Option(
         "--num-proc",
         min=1,
+        max=1024,
         help="Tokenizer worker processes.",
         show_default="CPU cores, at most 8",
     ),
@@ -74,7 +75,9 @@ Separator = Annotated[
         "char), none, or any text (\\n for a newline).",
     ),
 ]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the random val split.")]
+Seed = Annotated[
+    int, typer.Option("--seed", min=0, max=2**63 - 1, help="Seed of the random val split.")
+]
 
 
 def _next(command: str, data_dir: Path | None) -> str:

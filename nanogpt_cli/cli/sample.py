@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import sys
 import time
 from pathlib import Path
@@ -150,7 +151,8 @@ def sample(
     )
     decode = sampler.tokenizer.decode
     # The first sample streams as it is generated; the others of the batch follow it.
-    rest: list[list[int]] = [[] for _ in range(num_samples - 1)]
+    # Kept as 8-byte integers, not Python ints: the library bounds how many tokens these hold.
+    rest = [array.array("q") for _ in range(num_samples - 1)]
     typer.echo(prompt, nl=False)
     start_time, first_token, generated = time.perf_counter(), None, 0
     # The text itself shows the progress on a terminal; a bar only when it goes to a file.
@@ -178,9 +180,9 @@ def sample(
             seconds=seconds,
             tokens_per_s=rate,
         )
-    for ids in rest:
+    for kept in rest:
         typer.echo("---------------")
-        typer.echo(prompt + decode(ids))
+        typer.echo(prompt + decode(kept.tolist()))
 
 
 def _read_prompt(start: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from .nanogpt_files import read_nanogpt_config
 from .schema import GROUP_TITLES, LEGACY_GROUPS, SPECS, TrainConfig
-from .validate import TypeProblem, check_type, suggest
+from .validate import TypeProblem, check_value, suggest
 
 PRESET_KEYS = ("description", "extends")  # what a preset file holds besides options
 
@@ -91,7 +91,7 @@ def parse_options(raw: Mapping[str, Any], where: str) -> tuple[dict[str, Any], l
             problems.append(f"unknown option '{key}' in {where}{suggest(key, SPECS)}")
     values = {}
     for key, value in flat.items():
-        checked = check_type(SPECS[key], value)
+        checked = check_value(SPECS[key], value)
         if isinstance(checked, TypeProblem):
             problems.append(f"{key} in {where}: {checked.message}")
         else:

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import ConfigError
 from .nanogpt_keys import NANOGPT_KEYS, nanogpt_values
 from .schema import SPECS
-from .validate import TypeProblem, check_type, suggest
+from .validate import TypeProblem, check_value, suggest
 
 # nanoGPT's train.py globals with their defaults, as train.py spells them: what a nanoGPT
 # config file starts from. train.py's device-dependent defaults are auto here, which makes
@@ -131,7 +131,7 @@ def nanogpt_options(
             problems.append(f"unknown option '{key}' in {at}{suggest(key, known)}")
             continue
         for name, option_value in options.items():
-            checked = check_type(SPECS[name], option_value)
+            checked = check_value(SPECS[name], option_value)
             if isinstance(checked, TypeProblem):
                 problems.append(f"{key} in {at}: {checked.message}")
             else:

@@ -12,7 +12,14 @@ from ..errors import ConfigError
 from .files import read_config_file
 from .presets import preset_values
 from .schema import DEFAULT_PRESET, SHORTCUTS, SPECS, TrainConfig, option_flag
-from .validate import TypeProblem, canonical, check_type, config_warnings, suggest, validate
+from .validate import (
+    TypeProblem,
+    canonical,
+    check_value,
+    config_warnings,
+    suggest,
+    validate,
+)
 
 # Options an environment variable sets (below the flags, above files and presets).
 ENV_OPTIONS = {"cpu_kernels": "NANOGPT_CPU_KERNELS"}
@@ -35,7 +42,7 @@ def env_values() -> tuple[dict[str, Any], list[str]]:
         raw = os.environ.get(var, "").strip().lower()
         if not raw:
             continue
-        checked = check_type(SPECS[name], raw)
+        checked = check_value(SPECS[name], raw)
         if isinstance(checked, TypeProblem):
             problems.append(f"{var}: {checked.message}")
         else:
@@ -59,10 +66,16 @@ def build_config(
     """
     problems: list[str] = []
     values: dict[str, Any] = {}
+    # A saved config's bad values, reported unless a layer above replaces them.
+    base_problems: dict[str, str] = {}
     for group in (base or {}).values():
         for name, value in group.items() if isinstance(group, Mapping) else ():
             if name in SPECS:
-                values[name] = _alias(name, value)
+                checked = check_value(SPECS[name], _alias(name, value))
+                if isinstance(checked, TypeProblem):
+                    base_problems[name] = f"{name} in the run's saved options: {checked.message}"
+                else:
+                    values[name] = checked
     if preset is not None:
         values.update(preset_values(preset))
     if config_file is not None:
@@ -80,6 +93,7 @@ def build_config(
             problems.append(f"unknown option '{name}'{suggest(name, SPECS)}")
             continue
         values[name] = _alias(name, value)
+    problems += [text for name, text in base_problems.items() if name not in values]
     cfg = apply_values(TrainConfig(), values)
     problems += validate(cfg)
     if problems:

@@ -134,7 +134,8 @@ class RunConfig:
         "Start afresh in an out_dir that holds a run; the old run goes once the new one saves.",
     )
     always_save_checkpoint: bool = opt(
-        True, "Save at every evaluation, not only when val loss improves."
+        True,
+        "Save at every evaluation (into OUT_DIR/last/ when not the best), not only on improvement.",
     )
     save_format: SaveFormat = opt(
         "separated",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import typing
 from collections.abc import Mapping
@@ -46,6 +47,10 @@ def check_type(spec: OptionSpec, value: Any) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif base is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and isinstance(value, int) and not -(2**1000) < value < 2**1000:
+            return TypeProblem(
+                f"expected a number of float range, got one of {len(str(value))} digits"
+            )
         value = float(value) if ok else value
     else:
         ok = isinstance(value, base)
@@ -64,27 +69,111 @@ def device_problem(device: str) -> str | None:
     return f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps"
 
 
-# Options that must be above zero.
-POSITIVE = (
-    "n_layer",
-    "n_head",
-    "n_embd",
-    "block_size",
-    "batch_size",
-    "gradient_accumulation_steps",
-    "eval_interval",
-    "eval_iters",
-    "log_interval",
-    "nproc_per_node",
-    "dist_timeout",
-    "max_bad_steps",
-)
+INT64_MAX = 2**63 - 1
+
+# The range of each integer option, both ends included. The maxima lie far beyond any real
+# run; they turn a mistyped value (10**30) into one line here instead of an overflow or an
+# allocation that never ends.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "n_layer": (1, 4096),
+    "n_head": (1, 4096),
+    "n_embd": (1, 2**20),
+    "block_size": (1, 2**24),
+    "vocab_size": (1, 2**24),
+    "batch_size": (1, 2**24),
+    "gradient_accumulation_steps": (1, 2**24),
+    "total_batch_tokens": (1, 2**48),
+    "max_iters": (0, 2**48),
+    "warmup_iters": (0, 2**48),
+    "lr_decay_iters": (0, 2**48),
+    "max_bad_steps": (1, 2**31 - 1),
+    "eval_interval": (1, 2**48),
+    "eval_iters": (1, 2**31 - 1),
+    "log_interval": (1, 2**48),
+    "seed": (0, INT64_MAX),
+    "nproc_per_node": (1, 4096),
+    "dist_timeout": (1, 10**9),  # seconds: about 31 years
+}
+
+# The tokens an evaluation draws at once, per split (8 bytes each): 8 GiB.
+MAX_EVAL_TOKENS = 2**30
+
+# The range of each float option: lowest, highest, and whether each end is allowed. NaN and
+# infinity are refused: none of these options means anything by them (a NaN --grad-clip
+# silently turned clipping off, a NaN --min-lr made NaN weights).
+FLOAT_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "learning_rate": (0.0, math.inf, False, False),
+    "min_lr": (0.0, math.inf, True, False),
+    "weight_decay": (0.0, math.inf, True, False),
+    "grad_clip": (0.0, math.inf, True, False),
+    "beta1": (0.0, 1.0, True, False),
+    "beta2": (0.0, 1.0, True, False),
+    "dropout": (0.0, 1.0, True, False),
+}
+
+
+def int_problem(value: int, low: int, high: int) -> str | None:
+    """Why ``value`` is outside ``low..high``, naming the range ("must be ..."); or None."""
+    if low <= value <= high:
+        return None
+    if value > high:
+        return f"must be at most {high} (got {value})"
+    if low == 1:
+        return f"must be positive (got {value})"
+    if low == 0:
+        return f"must not be negative (got {value})"
+    return f"must be between {low} and {high} (got {value})"
+
+
+def float_problem(
+    value: float,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_in: bool = True,
+    high_in: bool = True,
+) -> str | None:
+    """Why ``value`` is not a finite number within the range, naming it ("must be ...");
+    or None."""
+    above = value >= low if low_in else value > low
+    below = value <= high if high_in else value < high
+    if math.isfinite(value) and above and below:
+        return None
+    if not math.isinf(high):
+        span = ("[" if low_in else "(") + f"{low:g}, {high:g}" + ("]" if high_in else ")")
+        return f"must be a finite number in {span} (got {value})"
+    if low == 0:
+        what = ", not negative" if low_in else " above 0"
+    else:
+        what = "" if math.isinf(low) else f" of at least {low:g}"
+    return f"must be a finite number{what} (got {value})"
+
+
+def range_problem(name: str, value: Any) -> str | None:
+    """Why option ``name``'s ``value`` (of the option's type) is outside its range, naming
+    the range ("must be ..."); or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if name in INT_RANGES and isinstance(value, int):
+        return int_problem(value, *INT_RANGES[name])
+    if name in FLOAT_RANGES and isinstance(value, (int, float)):
+        return float_problem(value, *FLOAT_RANGES[name])
+    return None
+
+
+def check_value(spec: OptionSpec, value: Any) -> Any:
+    """``value`` checked against the option's type and range (``check_type``, then
+    ``range_problem``), or a ``TypeProblem`` saying what is wrong."""
+    checked = check_type(spec, value)
+    if isinstance(checked, TypeProblem):
+        return checked
+    problem = range_problem(spec.name, checked)
+    return checked if problem is None else TypeProblem(problem)
 
 
 def validate(cfg: TrainConfig) -> list[str]:
     """Every problem with a config, each naming the options involved."""
     problems: list[str] = []
-    m, d, o, s = cfg.model, cfg.data, cfg.optim, cfg.system
+    m, d, s = cfg.model, cfg.data, cfg.system
 
     def flag(name: str) -> str:
         return SPECS[name].flag
@@ -98,29 +187,17 @@ def validate(cfg: TrainConfig) -> list[str]:
     if problems:
         return problems
 
-    for name in POSITIVE:
-        if values[name] <= 0:
-            problems.append(f"{flag(name)} must be positive (got {values[name]})")
-    if m.vocab_size is not None and m.vocab_size <= 0:
-        problems.append(f"--vocab-size must be positive (got {m.vocab_size})")
+    for name, value in values.items():
+        if (problem := range_problem(name, value)) is not None:
+            problems.append(f"{flag(name)} {problem}")
     if m.n_head > 0 and m.n_embd > 0 and m.n_embd % m.n_head != 0:
         problems.append(f"--n-embd ({m.n_embd}) must be divisible by --n-head ({m.n_head})")
-    if not 0.0 <= m.dropout < 1.0:
-        problems.append(f"--dropout must be in [0, 1) (got {m.dropout})")
-    for name in ("max_iters", "warmup_iters", "lr_decay_iters"):
-        if values[name] < 0:
-            problems.append(f"{flag(name)} must not be negative (got {values[name]})")
-    if o.learning_rate <= 0:
-        problems.append(f"--learning-rate must be positive (got {o.learning_rate})")
-    if o.min_lr < 0:
-        problems.append(f"--min-lr must not be negative (got {o.min_lr})")
-    for name in ("beta1", "beta2"):
-        if not 0.0 <= values[name] < 1.0:
-            problems.append(f"{flag(name)} must be in [0, 1) (got {values[name]})")
-    if o.weight_decay < 0:
-        problems.append(f"--weight-decay must not be negative (got {o.weight_decay})")
-    if o.grad_clip < 0:
-        problems.append(f"--grad-clip must not be negative (got {o.grad_clip})")
+    window_tokens = cfg.eval.eval_iters * d.batch_size * (m.block_size + 1)
+    if window_tokens > MAX_EVAL_TOKENS:
+        problems.append(
+            f"--eval-iters x --batch-size x (--block-size + 1) is {window_tokens:,} tokens, more "
+            f"than the {MAX_EVAL_TOKENS:,} an evaluation holds in memory; lower --eval-iters"
+        )
     if d.total_batch_tokens is not None:
         micro = d.batch_size * m.block_size
         if d.total_batch_tokens <= 0 or micro <= 0 or d.total_batch_tokens % micro:

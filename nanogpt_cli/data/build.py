@@ -127,9 +127,21 @@ class _Encoder:
 _WORKER: _Encoder | None = None
 
 
-def _init_worker(tokenizer: dict[str, Any], separator: list[int]) -> None:
-    global _WORKER
-    _WORKER = _Encoder(tokenizer, separator)
+def _init_worker(tokenizer: dict[str, Any] | None, separator: list[int] | None) -> None:
+    """A worker's start: it ends with the process that started it (even one killed with
+    SIGKILL), leaves Ctrl-C to that process (which ends the pool) and takes the default
+    SIGTERM (a forked worker inherits the parent's handlers); a spawned worker loads the
+    tokenizer here, a forked one has it already."""
+    import signal
+
+    from ..lifeline import end_with_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    end_with_parent(signum=getattr(signal, "SIGKILL", signal.SIGTERM), grace_s=0)
+    if tokenizer is not None and separator is not None:
+        global _WORKER
+        _WORKER = _Encoder(tokenizer, separator)
 
 
 def _encode_in_worker(
@@ -170,8 +182,8 @@ def _encoded(
     if method == "fork":
         _WORKER = _Encoder(tokenizer, separator)
     ctx = multiprocessing.get_context(method)
-    initializer = None if method == "fork" else _init_worker
-    with ctx.Pool(num_proc, initializer=initializer, initargs=(tokenizer, separator)) as pool:
+    initargs = (None, None) if method == "fork" else (tokenizer, separator)
+    with ctx.Pool(num_proc, initializer=_init_worker, initargs=initargs) as pool:
         pending: deque[Any] = deque()
         for batch in _batches(pieces):
             pending.append(pool.apply_async(_encode_in_worker, (batch,)))

@@ -19,12 +19,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from ..log import get_logger
 from ..paths import dataset_dir
 from .build import Piece, PrepareResult, existing_dataset, skipped_result, write_dataset
 from .download import download, is_url, sha256_of
-from .sources import DEFAULT_GLOB, TextFile, files_fingerprint, find_files
+from .sources import DEFAULT_GLOB, files_fingerprint, find_files
+from .splits import all_text, split_at_end, split_random
 
 logger = get_logger(__name__)
 
@@ -156,8 +157,12 @@ def prepare_text(
     ``<|endoftext|>`` for GPT-2's BPE and a blank line for characters; ``none`` or any text.
     """
     _check_fraction(val_fraction)
+    if name is not None:
+        check_dataset_name(name)
     files = find_files(paths, glob, text_field)
-    name = name or _name_from(files[0].path.stem if len(paths) == 1 else "corpus")
+    name = check_dataset_name(
+        name or _name_from(files[0].path.stem if len(paths) == 1 else "corpus")
+    )
     if val_from == "auto":
         val_from = "random" if any(f.is_jsonl for f in files) else "end"
     options = {
@@ -178,7 +183,7 @@ def prepare_text(
     total_chars = 0
     if tokenizer == "char" or val_from == "end":  # a first pass: the vocabulary, the length
         seen: set[str] = set()
-        for text in _all_text(files):
+        for text in all_text(files):
             total_chars += len(text)
             if tokenizer == "char":
                 seen.update(text)
@@ -188,9 +193,9 @@ def prepare_text(
         chars = "".join(sorted(seen)) if tokenizer == "char" else None
     tok, vocab_size, sep = _tokenizer(tokenizer, separator, chars)
     if val_from == "end":
-        pieces = _split_at_end(files, int(total_chars * (1 - val_fraction)))
+        pieces = split_at_end(files, int(total_chars * (1 - val_fraction)))
     else:
-        pieces = _split_random(files, val_fraction, seed)
+        pieces = split_random(files, val_fraction, seed)
     source = {
         "kind": "files",
         "inputs": [str(f.path.resolve()) for f in files][:1000],
@@ -210,60 +215,6 @@ def prepare_text(
         total=sum(f.size() for f in files),
         total_unit="bytes",
     )
-
-
-def _all_text(files: Sequence[TextFile]) -> Iterator[str]:
-    for f in files:
-        for doc in f.documents():
-            yield from doc
-
-
-def _split_at_end(files: Sequence[TextFile], cut: int) -> Iterator[Piece]:
-    """Everything before character ``cut`` trains, the rest validates (cut mid-piece)."""
-    pos = 0
-    for f in files:
-        for doc in f.documents():
-            first = {"train": True, "val": True}  # no piece of this document yet
-            previous: str | None = None
-            for text in doc:  # hold one piece back to know which is the document's last
-                if previous is not None:
-                    yield from _cut_piece(previous, pos, cut, False, first)
-                    pos += len(previous)
-                previous = text
-            if previous is not None:
-                yield from _cut_piece(previous, pos, cut, True, first)
-                pos += len(previous)
-
-
-def _cut_piece(text: str, pos: int, cut: int, end: bool, first: dict[str, bool]) -> Iterator[Piece]:
-    parts = (
-        [("train", text, end)]
-        if pos + len(text) <= cut
-        else [("val", text, end)]
-        if pos >= cut
-        else [("train", text[: cut - pos], False), ("val", text[cut - pos :], end)]
-    )
-    for split, part, last in parts:
-        yield Piece(split, part, last, first[split])
-        first[split] = False
-
-
-def _split_random(files: Sequence[TextFile], val_fraction: float, seed: int) -> Iterator[Piece]:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    for f in files:
-        for doc in f.documents():
-            split = "val" if rng.random() < val_fraction else "train"
-            previous: str | None = None
-            start = True
-            for text in doc:
-                if previous is not None:
-                    yield Piece(split, previous, False, start)
-                    start = False
-                previous = text
-            if previous is not None:
-                yield Piece(split, previous, True, start)
 
 
 # -- Hugging Face datasets ----------------------------------------------------------------
@@ -325,6 +276,8 @@ def prepare_hf(
     nanoGPT's openwebtext recipe does).
     """
     _check_fraction(val_fraction)
+    if name is not None:
+        check_dataset_name(name)
     train = load_hf_dataset(
         source, config_name=config_name, split=split, data_files=data_files, num_proc=num_proc
     )
@@ -346,7 +299,9 @@ def prepare_hf(
             raise DatasetError(f"{source} has {len(train)} document(s); too few to split")
         parts = train.train_test_split(test_size=val_fraction, seed=seed, shuffle=True)
         train, val = parts["train"], parts["test"]
-    name = name or _name_from(Path(source).name if Path(source).exists() else source)
+    name = check_dataset_name(
+        name or _name_from(Path(source).name if Path(source).exists() else source)
+    )
     options = {
         "source": source,
         "config_name": config_name,
@@ -441,9 +396,35 @@ def _hf_fingerprint(datasets_: Sequence[Any], options: dict[str, Any]) -> str | 
 # -- shared -------------------------------------------------------------------------------
 
 
+MAX_NAME_BYTES = 255  # a folder name's limit on the usual file systems
+
+
 def _check_fraction(val_fraction: float) -> None:
     if not 0 < val_fraction < 1:
         raise DatasetError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` if it can name a dataset: one folder of the data directory. A name with a
+    separator, ``..`` or a leading dot would be read as a path, and writing the dataset
+    there would leave the data directory (``--name ../escaped``)."""
+    problem = None
+    if not name.strip():
+        problem = "is empty"
+    elif "/" in name or "\\" in name or (os.altsep and os.altsep in name):
+        problem = "holds a path separator"
+    elif name.startswith("."):
+        problem = "starts with a dot (read as a path: '.', '..', a hidden folder)"
+    elif any(ord(c) < 32 or c == "\x7f" for c in name):
+        problem = "holds a control character"
+    elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        problem = f"is longer than {MAX_NAME_BYTES} bytes, the most a folder name can have"
+    if problem is not None:
+        raise ConfigError(
+            f"--name {name[:60]!r} {problem}; a dataset name is one folder name of the data "
+            "directory (letters, digits, '-', '_', '.'); use --data-dir to put it elsewhere"
+        )
+    return name
 
 
 def _name_from(stem: str) -> str:

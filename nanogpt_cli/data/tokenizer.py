@@ -62,7 +62,7 @@ class TiktokenTokenizer:
         try:
             self.encoding = tiktoken.get_encoding(name)
         except ValueError as e:  # an unknown encoding name
-            raise DatasetError(f"unknown tiktoken encoding {name!r}: {e}") from None
+            raise DatasetError(f"unknown tiktoken encoding {name!r}: {first_line(e)}") from None
         except Exception as e:  # the BPE files are downloaded on first use
             raise DatasetError(
                 f"cannot load the {name} BPE files (tiktoken downloads them on first use): "
@@ -157,6 +157,8 @@ def tokenizer_from_dict(info: dict[str, Any] | None) -> Tokenizer:
             "this checkpoint records no tokenizer; for a nanoGPT checkpoint pass its "
             "vocabulary with --meta path/to/meta.pkl"
         )
+    if not isinstance(info, dict):
+        raise DatasetError(f"the tokenizer is recorded as {type(info).__name__}, not an object")
     kind = info.get("kind")
     if kind == "char":
         chars = info.get("chars")
@@ -168,5 +170,8 @@ def tokenizer_from_dict(info: dict[str, Any] | None) -> Tokenizer:
             raise DatasetError("character tokenizer metadata has no valid 'chars' list")
         return CharTokenizer(chars)
     if kind == "tiktoken":
-        return TiktokenTokenizer(str(info.get("name", "gpt2")))
+        name = info.get("name", "gpt2")
+        if not isinstance(name, str):
+            raise DatasetError(f"the tiktoken encoding's name is {name!r}, not a string")
+        return TiktokenTokenizer(name)
     raise DatasetError(f"unknown tokenizer kind {kind!r}; this nanogpt cannot read it")

@@ -20,6 +20,9 @@ MIN_WIDTH = 40
 MAX_WIDTH = 100
 DEFAULT_HEIGHT = 16
 MIN_HEIGHT = 5
+# What --width and --height accept: the chart is a grid of cells held in memory.
+MAX_CHART_WIDTH = 1000
+MAX_CHART_HEIGHT = 500
 # Val loss markers: ASCII, so they stay one column wide in every terminal and font, and
 # tell runs apart when piped output has no colours.
 MARKERS = ("o", "x", "+", "*", "#", "@", "%", "&")
@@ -45,10 +48,14 @@ def render_chart(
     from rich.text import Text
 
     width = chart_width() if width is None else width
-    if width < MIN_WIDTH:
-        raise MetricsError(f"a chart needs at least {MIN_WIDTH} columns, not {width}")
-    if height < MIN_HEIGHT:
-        raise MetricsError(f"a chart needs at least {MIN_HEIGHT} rows, not {height}")
+    if not MIN_WIDTH <= width <= MAX_CHART_WIDTH:
+        raise MetricsError(
+            f"--width must be between {MIN_WIDTH} and {MAX_CHART_WIDTH} columns (got {width})"
+        )
+    if not MIN_HEIGHT <= height <= MAX_CHART_HEIGHT:
+        raise MetricsError(
+            f"--height must be between {MIN_HEIGHT} and {MAX_CHART_HEIGHT} rows (got {height})"
+        )
     values = [p.loss for r in runs for p in r.train if p.loss is not None]
     values += [p.val_loss for r in runs for p in r.evals if p.val_loss is not None]
     if not values:

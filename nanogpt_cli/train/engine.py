@@ -8,7 +8,6 @@ saves. ``train`` (the package's entry point) decides whether to start several pr
 from __future__ import annotations
 
 import copy
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,31 +17,36 @@ import torch
 from ..checkpoint import Checkpoint, save_checkpoint
 from ..config import TrainConfig, config_toml
 from ..data.first_use import open_or_prepare
-from ..errors import TrainingError
-from ..evaluate import evaluation_windows, split_losses
+from ..errors import ConfigError, TrainingError
+from ..evaluate import EvaluationStopped, evaluation_recorded, evaluation_windows, split_losses
 from ..log import get_logger
 from ..metrics import METRICS_FILE, MetricsWriter, NullMetrics
 from ..progress import Progress, progress
 from ..runtime import peak_flops
+from ..safe_files import write_text
 from ..state import TrainResult, TrainState
 from ..trackers import make_tracker
 from .distributed import PEER_ERRORS, full_state, init_distributed, is_peer_failure, peer_failure
 from .estimate import LONG_RUN_S, duration, estimate_run
 from .health import Health
+from .lock import RunLock, held_by_launcher
 from .optim import learning_rate
 from .outdir import (
+    LAST_DIR,
     RUN_CONFIG_FILE,
     SetAside,
     check_fresh_run,
     check_out_dir,
+    holds_checkpoint,
     make_out_dir,
     resume_command,
+    resume_dir,
 )
+from .report import eta, report_interval
 from .rng import capture_rng
 from .setup import build_step, micro_batches_per_process, start_device, train_batches
-from .signals import Interrupted, StopRequests
+from .signals import Interrupted, StopCheck, StopRequests
 from .start import build_model, restore, starting_point, wants_resume
-from .step import StepReport
 
 logger = get_logger(__name__)
 
@@ -51,17 +55,33 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.out_dir = check_out_dir(cfg.run.out_dir)
+        self._stop = StopRequests(
+            at_once=True,
+            aborted="stopped at once by a second Ctrl-C, without saving; the last checkpoint "
+            f"saved, if any, is intact: continue with `{resume_command(self.out_dir)}`",
+        )
         self.dist = init_distributed(cfg.system)
+        self._lock: RunLock | None = None
         try:
-            self._setup(cfg)
+            # One writer per out-dir, from before the first write to the end (rank 0 holds
+            # it for a distributed run; the launcher, for the processes it started).
+            if self.main and not held_by_launcher(self.out_dir):
+                self._lock = RunLock(self.out_dir).acquire()
+            with self._stop:  # until the loop starts, a stop signal stops at once
+                self._setup(cfg)
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
-        """Leave the process group of a distributed run."""
-        if self.dist is not None:
-            self.dist.close()
+        """Leave the process group of a distributed run; release the out-dir."""
+        try:
+            if self.dist is not None:
+                self.dist.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     @property
     def main(self) -> bool:
@@ -77,8 +97,14 @@ class Trainer:
             check_fresh_run(self.out_dir, cfg.run.overwrite)
         self.device, self.dtype = start_device(cfg, self.dist)
         self.dataset = open_or_prepare(cfg.data.dataset, cfg.data.data_dir, self.dist)
-        begin = starting_point(cfg, self.dataset, self.out_dir)
+        # A run resumes from its latest checkpoint (OUT_DIR/last when that is newer).
+        begin = starting_point(
+            cfg, self.dataset, resume_dir(self.out_dir) if resume else self.out_dir
+        )
         self.resumed = begin.resumed
+        # Whether OUT_DIR holds this run's best checkpoint, which only a better one replaces.
+        self._best_saved = begin.resumed and holds_checkpoint(self.out_dir)
+        self._last_skip = self._last_eval = -1  # iterations
         self.model = build_model(cfg, begin)
         self.model_config = self.model.config
         self.parts = build_step(cfg, self.model, self.device, self.dtype, self.dist)
@@ -114,8 +140,8 @@ class Trainer:
         )
         self.peak = peak_flops(self.device, self.dtype)
         self.health = Health(cfg.optim.max_bad_steps)
+        self._check = StopCheck(self._stop, self.dist, self.device)
         self._warned_slow = False
-        self._stop = StopRequests()
         self._aside: SetAside | None = None
 
     # -- the loop --------------------------------------------------------------------------
@@ -164,7 +190,8 @@ class Trainer:
             f"{self.parts.micro_batches} micro-batches of {cfg.data.batch_size} per step"
         )
         if not cfg.eval.eval_only:
-            self._estimate()
+            with self._stop:
+                self._estimate()
         if self.main:
             make_out_dir(self.out_dir)
             if cfg.run.overwrite and not self.resumed and not cfg.eval.eval_only:
@@ -179,6 +206,7 @@ class Trainer:
             self._keep_previous_run()
             raise
         failed = True
+        self._stop.at_once = False  # from here on, a stop lets the step finish, then saves
         try:
             # On a terminal a live line shows the progress and the per-interval lines go to
             # --verbose; in a log file those lines are the progress (no bar, no extra lines).
@@ -261,6 +289,8 @@ class Trainer:
 
         t_log, iters_since_log = time.perf_counter(), 0
         first_iter = state.iter_num
+        # A run stopped during an evaluation saved the state before it: resuming makes it.
+        redo = self.resumed and not cfg.eval.eval_only and not self._evaluated_at(first_iter)
         while True:
             it = state.iter_num
             lr = learning_rate(it, cfg.optim)
@@ -269,11 +299,14 @@ class Trainer:
 
             last = it >= cfg.optim.max_iters
             # A resumed run does not repeat the evaluation its checkpoint already made.
-            repeat = self.resumed and it == first_iter and not cfg.eval.eval_only
+            repeat = self.resumed and it == first_iter and not cfg.eval.eval_only and not redo
             if (it % cfg.eval.eval_interval == 0 or last or cfg.eval.eval_only) and not repeat:
-                losses = self.evaluate()
+                try:
+                    losses = self.evaluate()
+                except EvaluationStopped:  # its partial result is dropped
+                    self._stopped(pending_loader_state, trained=it > first_iter)
                 train_loss, val_loss = losses["train"], losses["val"]
-                improved = val_loss < state.best_val_loss
+                improved = val_loss < state.best_val_loss and self._trusted(it, val_loss)
                 logger.info(
                     f"eval at iter {it}: train loss {train_loss:.4f}, val loss {val_loss:.4f}"
                     + (" (best)" if improved else ""),
@@ -295,8 +328,8 @@ class Trainer:
                 if cfg.eval.eval_only:
                     break
                 # Never save the untrained model at the start of a fresh run.
-                if (improved or cfg.run.always_save_checkpoint) and it > first_iter:
-                    self.save(pending_loader_state)
+                if (improved or cfg.run.always_save_checkpoint) and (it > first_iter or redo):
+                    self.save(pending_loader_state, best=improved)
                     saved = True
                 t_log, iters_since_log = time.perf_counter(), 0
             if last:
@@ -312,109 +345,99 @@ class Trainer:
             if at_log:
                 report = self.step.read()
                 self.health.check_steps(report, state.iter_num)
+                if any(report.bad):
+                    self._last_skip = state.iter_num
                 now = time.perf_counter()
-                self._report(metrics, bar, lr, report, (now - t_log) / iters_since_log)
-                t_log, iters_since_log = now, 0
-            if self._stop_requested(at_log):
-                # A run stopped before it saved on its own replaces nothing: the run that
-                # --overwrite set aside stays beside the stopped run's checkpoint.
-                self.save(pending_loader_state, replace_previous=False)
-                if self._aside is not None:
+                dt = (now - t_log) / iters_since_log
+                if report_interval(self, metrics, bar, lr, report, dt) and not self._warned_slow:
+                    self._warned_slow = True
                     logger.warning(
-                        f"the run that --overwrite was to replace is still in "
-                        f"{self._aside.folder}; delete it when it is no longer needed"
+                        f"this run will take about {duration(eta(self, dt))} on the CPU; "
+                        "a smaller model trains in minutes, e.g. --preset shakespeare-char-cpu"
                     )
-                    self._aside = None
-                raise Interrupted(
-                    f"stopped by {self._stop.name} at iteration {state.iter_num}; continue "
-                    f"with `{resume_command(self.out_dir)}`",
-                    self._stop.signum or 15,
-                )
+                t_log, iters_since_log = now, 0
+            if self._check.after_step(at_log):
+                self._stopped(pending_loader_state, trained=True)
         # A run always leaves a checkpoint behind, even if no evaluation improved.
         if not saved and not cfg.eval.eval_only and state.iter_num > first_iter:
             self.save(pending_loader_state)
             saved = True
         return saved, train_loss, val_loss
 
-    def _stop_requested(self, at_log: bool) -> bool:
-        """Whether a stop signal arrived. The processes of a distributed run agree on it at
-        log intervals (their signals arrive at different steps)."""
-        if self.dist is None:
-            return self._stop.signum is not None
-        if not at_log:
-            return False
-        flag = torch.tensor([float(self._stop.signum or 0)], device=self.device)
-        agreed = int(self.dist.sum(flag).item())
-        if agreed and self._stop.signum is None:
-            self._stop.signum = 15  # another process was told to stop
-        return agreed > 0
-
-    def _report(
-        self,
-        metrics: MetricsWriter | NullMetrics,
-        bar: Progress,
-        lr: float,
-        report: StepReport,
-        dt: float,
-    ) -> None:
-        """The log line, metrics record and progress status of one log interval."""
-        state, cfg = self.state, self.cfg
-        loss, grad_norm, clip_frac = report.loss, report.grad_norm, report.clip_frac
-        tokens_per_s = self.tokens_per_iter / dt
-        flops_per_iter = self.model.flops_per_token() * self.tokens_per_iter
-        mfu = flops_per_iter / dt / self.peak if self.peak else None
-        eta = (cfg.optim.max_iters - state.iter_num) * dt
-        grad = (
-            f", grad norm {grad_norm:.2f} (clipped {clip_frac:.0%})"
-            if grad_norm is not None and clip_frac is not None
-            else ""
-        )
-        line = (
-            f"iter {state.iter_num}: loss {loss:.4f}, lr {lr:.2e}{grad}, "
-            f"{dt * 1000:.1f} ms/iter, {tokens_per_s:,.0f} tok/s, "
-            f"mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, eta {duration(eta)}"
-        )
-        fields = {
-            "iter": state.iter_num,
-            "loss": loss,
-            "lr": lr,
-            "grad_norm": grad_norm,
-            "clip_frac": clip_frac,
-            "ms": dt * 1000,
-            "tokens_per_s": tokens_per_s,
-            "mfu": mfu,
-        }
-        (logger.debug if bar.live else logger.info)(line, **fields)
-        bar.status(f"loss {loss:.4f} · {tokens_per_s:,.0f} tok/s · {dt * 1000:.1f} ms/it ·")
-        metrics.write(
-            "train",
-            iter=state.iter_num,
-            tokens=state.tokens_seen,
-            loss=loss,
-            lr=lr,
-            ms=dt * 1000,
-            tokens_per_s=tokens_per_s,
-            mfu=mfu,
-            grad_norm=grad_norm,
-            clip_frac=clip_frac,
-        )
-        if not self._warned_slow and self.device.type == "cpu" and eta > 3600:
-            self._warned_slow = True
+    def _stopped(self, loader_state: dict[str, Any], trained: bool) -> None:
+        """End the run on a stop signal: save the last completed step (if this run made
+        one; an evaluation-only run saves nothing), then raise ``Interrupted``."""
+        cfg, state = self.cfg, self.state
+        saved = trained and not cfg.eval.eval_only
+        if saved:
+            # A run stopped before it saved on its own replaces nothing: the run that
+            # --overwrite set aside stays beside the stopped run's checkpoint.
+            self.save(loader_state, replace_previous=False)
+        if self._aside is not None:
             logger.warning(
-                f"this run will take about {duration(eta)} on the CPU; "
-                "a smaller model trains in minutes, e.g. --preset shakespeare-char-cpu"
+                f"the run that --overwrite was to replace is still in "
+                f"{self._aside.folder}; delete it when it is no longer needed"
             )
-        self.health.check_loss(loss, grad_norm, state.iter_num)
+            self._aside = None
+        stopped = f"stopped by {self._stop.name}"
+        if cfg.eval.eval_only:
+            message = f"{stopped} during the evaluation; nothing was saved"
+        elif saved or self.resumed:
+            message = (
+                f"{stopped} at iteration {state.iter_num}; continue with "
+                f"`{resume_command(self.out_dir)}`"
+            )
+        else:
+            message = f"{stopped} during the first evaluation, before any step; nothing was saved"
+        raise Interrupted(message, self._stop.signum or 15)
+
+    def _evaluated_at(self, it: int) -> bool:
+        """Whether the run's metrics record its evaluation at iteration ``it`` (rank 0 reads
+        them for every process)."""
+        found = self.main and evaluation_recorded(self.out_dir / METRICS_FILE, it)
+        if self.dist is not None:
+            found = bool(self.dist.sum(torch.tensor([float(found)], device=self.device)).item())
+        return found
+
+    def _trusted(self, it: int, val_loss: float) -> bool:
+        """Whether an evaluation at ``it`` may make the best checkpoint: not if a step since
+        the previous evaluation was skipped as non-finite (a run that diverges can still
+        score well for a moment)."""
+        pending = torch.tensor([float(self.step.skipped_since_read())], device=self.device)
+        if self.dist is not None:
+            pending = self.dist.sum(pending)  # the processes agree, so they save together
+        if pending.item():
+            self._last_skip = it
+        trusted = self._last_skip <= self._last_eval
+        self._last_eval = it
+        if not trusted:
+            logger.warning(
+                f"val loss {val_loss:.4f} at iter {it} follows steps skipped as non-finite: "
+                "it does not replace the best checkpoint"
+            )
+        return trusted
 
     def evaluate(self) -> dict[str, float]:
         """Mean loss over the fixed evaluation windows of each split (shared among the
         processes of a distributed run)."""
-        return split_losses(self.model, self.eval_windows, self.device, self.dtype, self.dist)
+        return split_losses(
+            self.model,
+            self.eval_windows,
+            self.device,
+            self.dtype,
+            self.dist,
+            self._check.evaluating,
+        )
 
-    def save(self, loader_state: dict[str, Any], replace_previous: bool = True) -> None:
+    def save(
+        self, loader_state: dict[str, Any], replace_previous: bool = True, best: bool = False
+    ) -> None:
         """Write the checkpoint; ``loader_state`` is the loader's state before the batch
         that is already drawn for the next step, so a resumed run draws it again. The first
         save of an ``--overwrite`` run deletes the run it replaces (``replace_previous``).
+
+        OUT_DIR keeps the best checkpoint: a state that is not the ``best`` evaluated goes
+        to OUT_DIR/last once OUT_DIR holds one of this run (``--resume`` takes the newer).
 
         Every process of a distributed run calls this (FSDP gathers the shards); rank 0
         writes, in the usual formats, the full state.
@@ -440,13 +463,16 @@ class Trainer:
             if fmt == "model-only"
             else {"optimizer": optimizer_state, "scaler": self.parts.scaler.state_dict()},
         )
-        files = save_checkpoint(ckpt, self.out_dir, fmt)
+        target = self.out_dir if best or not self._best_saved else self.out_dir / LAST_DIR
+        files = save_checkpoint(ckpt, target, fmt)
+        self._best_saved = True
         if self._aside is not None and replace_previous:  # the new run has a checkpoint
             self._aside.discard()
             self._aside = None
         logger.info(
             f"saved {fmt} checkpoint at iter {self.state.iter_num} to "
-            f"{files[0] if fmt == 'unified' else self.out_dir}"
+            f"{files[0] if fmt == 'unified' else target}"
+            + ("" if target == self.out_dir else " (the best stays in the out-dir)")
         )
 
 
@@ -461,9 +487,7 @@ def write_run_config(path: Path, cfg: TrainConfig) -> None:
     repeat = copy.deepcopy(cfg)
     repeat.run.resume = "no"  # a repeat starts afresh (add --resume to continue instead)
     repeat.run.overwrite = False  # and never replaces a run unless told to
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(config_toml(repeat, header), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, config_toml(repeat, header), ConfigError, "--out-dir")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -4,6 +4,8 @@ torchrun's elastic launcher (the standard one; nothing home-made in its place).
 The resolved config travels as a JSON file, so every process runs exactly the options this
 process resolved; logging settings travel in ``LOG_LEVEL`` / ``LOG_FORMAT``. When a process
 fails, the launcher stops the others and the run ends with one line naming the process.
+A stop signal to the launcher reaches the processes, which save as a single process does;
+the processes end with the launcher even when it is killed (``cli.process``).
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from ..checkpoint import read_checkpoint
 from ..config import TrainConfig
 from ..data.first_use import prepare_if_missing
 from ..errors import CheckpointError, TrainingError
+from ..lifeline import LAUNCHER_PID_ENV
 from ..log import current_level, get_logger, output_format
 from ..state import TrainResult
-from .outdir import check_fresh_run, check_out_dir, resume_command
+from .lock import RunLock, launcher_env
+from .outdir import check_fresh_run, check_out_dir, resume_command, resume_dir
 from .setup import micro_batches_per_process
+from .signals import Interrupted, StopRequests
 from .start import wants_resume
 
 logger = get_logger(__name__)
@@ -42,6 +47,13 @@ def worker_args(config_path: Path) -> list[str]:
 def launch(cfg: TrainConfig) -> TrainResult:
     """Run ``cfg`` on ``nproc_per_node`` processes; returns the ``TrainResult`` read back from
     the run's checkpoint. A failed process ends the run: ``TrainingError``."""
+    # One writer per out-dir: this process holds the lock for the processes it starts.
+    with RunLock(check_out_dir(cfg.run.out_dir)) as lock, _environment(launcher_env(lock.out_dir)):
+        return _launch(cfg)
+
+
+def _launch(cfg: TrainConfig) -> TrainResult:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -50,14 +62,17 @@ def launch(cfg: TrainConfig) -> TrainResult:
     tokens_at_start = 0
     if wants_resume(cfg.run.resume, cfg.run.out_dir):
         with contextlib.suppress(CheckpointError):  # the processes report a missing one
-            tokens_at_start = read_checkpoint(cfg.run.out_dir).state.tokens_seen
+            tokens_at_start = read_checkpoint(resume_dir(cfg.run.out_dir)).state.tokens_seen
     elif not cfg.eval.eval_only:
         check_fresh_run(check_out_dir(cfg.run.out_dir), cfg.run.overwrite)
-    prepare_if_missing(cfg.data.dataset, cfg.data.data_dir)  # once, before the processes
+    with StopRequests(at_once=True):  # nothing to save yet: a stop signal stops at once
+        prepare_if_missing(cfg.data.dataset, cfg.data.data_dir)  # once, before the processes
     start = time.perf_counter()
     # The launcher's own notices ("sending SIGTERM to ...") would bury the one line below.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     env = {"LOG_LEVEL": current_level(), "LOG_FORMAT": output_format()}
+    # The processes end with this one, even when it is killed (cli.process.end_with_launcher).
+    env[LAUNCHER_PID_ENV] = str(os.getpid())
     # The machine's cores shared among the processes (torchrun would give each one).
     env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(
         max(1, (os.cpu_count() or 1) // n)
@@ -83,8 +98,10 @@ def launch(cfg: TrainConfig) -> TrainResult:
                 f"the run ended: {_failures(e, n)}; continue with "
                 f"`{resume_command(cfg.run.out_dir)}`"
             ) from None
+        except SignalException as e:  # the launcher passed it on to the processes
+            raise _stopped(cfg, e.sigval) from None
     try:
-        ckpt = read_checkpoint(cfg.run.out_dir)
+        ckpt = read_checkpoint(resume_dir(cfg.run.out_dir))
         iter_num, best = ckpt.state.iter_num, ckpt.state.best_val_loss
         tokens = ckpt.state.tokens_seen - tokens_at_start
     except CheckpointError:  # an evaluation-only run saves none
@@ -101,6 +118,21 @@ def launch(cfg: TrainConfig) -> TrainResult:
         saved=True,
         seconds=time.perf_counter() - start,
         tokens=tokens,
+    )
+
+
+def _stopped(cfg: TrainConfig, signum: int) -> Interrupted:
+    """What a run stopped by a signal to the launcher ends with, once its processes have
+    saved (they were sent the same signal) and stopped."""
+    name = signal.Signals(signum).name
+    try:
+        saved = read_checkpoint(resume_dir(cfg.run.out_dir)).state.iter_num
+    except CheckpointError:
+        return Interrupted(f"stopped by {name}; no checkpoint was saved", signum)
+    return Interrupted(
+        f"stopped by {name}; the last checkpoint is of iteration {saved}: continue with "
+        f"`{resume_command(cfg.run.out_dir)}`",
+        signum,
     )
 
 

@@ -25,12 +25,16 @@ from ..checkpoint import (
 from ..errors import CheckpointError, ConfigError
 from ..log import get_logger
 from ..metrics import METRICS_FILE
+from ..safe_files import os_error_line
 from ..trackers import TENSORBOARD_DIR, WANDB_ID_FILE
 
 logger = get_logger(__name__)
 
 RUN_CONFIG_FILE = "config.toml"
 PREVIOUS_RUN_DIR = "previous-run"
+# Where a save goes while the out-dir holds a better checkpoint (--always-save-checkpoint,
+# the end of a run, a stop signal): the out-dir itself keeps the best val loss.
+LAST_DIR = "last"
 # What a training run writes into its out-dir (checkpoint files with their temporaries).
 _CHECKPOINT_FILES = (CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, UNIFIED_FILE)
 RUN_FILES = (
@@ -39,6 +43,8 @@ RUN_FILES = (
     META_FILE,
     METRICS_FILE,
     RUN_CONFIG_FILE,
+    RUN_CONFIG_FILE + ".tmp",
+    LAST_DIR,
     TENSORBOARD_DIR,
     WANDB_ID_FILE,
 )
@@ -53,11 +59,14 @@ def check_out_dir(out_dir: str | Path) -> Path:
     """``out_dir`` as a path, if it is (or can be made) a writable directory. Nothing is
     created: a run that fails before it starts leaves no directory behind."""
     path = Path(out_dir).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--out-dir {path} is a file; choose a directory")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    try:
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--out-dir {path} is a file; choose a directory")
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+    except OSError as e:  # a name too long for the file system, a loop of links
+        raise ConfigError(os_error_line(e, path, "--out-dir", "creating")) from None
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         where = path if existing == path else f"{existing} (the parent of --out-dir {path})"
         raise ConfigError(f"{where} is not writable; choose another --out-dir")
@@ -68,18 +77,50 @@ def make_out_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"cannot create --out-dir {path}: {e.strerror or e}") from None
+        raise ConfigError(os_error_line(e, path, "--out-dir", "creating")) from None
+
+
+def holds_checkpoint(path: Path) -> bool:
+    """Whether ``path`` holds checkpoint files (readable or not)."""
+    return path.is_dir() and any(
+        (path / name).exists() for name in (*_CHECKPOINT_FILES, CONFIG_FILE + ".tmp")
+    )
+
+
+def resume_dir(out_dir: str | Path) -> Path:
+    """Where the run in ``out_dir`` continues from: ``out_dir`` (its best checkpoint) or
+    ``out_dir/last`` (its latest), whichever holds the later iteration, so a resumed run
+    goes on exactly where it stopped. A checkpoint that cannot be read is the one returned:
+    its reader reports it (a damaged checkpoint is never passed over for an older one)."""
+    path = Path(out_dir).expanduser()
+    last = path / LAST_DIR
+    if not holds_checkpoint(last):
+        return path
+    if not holds_checkpoint(path):
+        return last
+    try:
+        latest = read_checkpoint(last).state.iter_num
+    except CheckpointError:
+        return last
+    try:
+        best = read_checkpoint(path).state.iter_num
+    except CheckpointError:
+        return path
+    return last if latest > best else path
+
+
+UNREADABLE = "a checkpoint that cannot be read"
 
 
 def describe_run(path: Path) -> str | None:
     """How the run whose checkpoint is in ``path`` stands ("iteration 300, best val loss
     2.4012"), or None if ``path`` holds no checkpoint."""
-    if not path.is_dir() or not any((path / name).exists() for name in _CHECKPOINT_FILES):
+    if not holds_checkpoint(path):
         return None
     try:
         state = read_checkpoint(path).state
     except CheckpointError as e:
-        return f"a checkpoint that cannot be read: {e}"
+        return f"{UNREADABLE}: {e}"
     best = state.best_val_loss
     return f"iteration {state.iter_num}, best val loss " + (
         f"{best:.4f}" if best < float("inf") else "n/a"
@@ -94,10 +135,15 @@ def check_fresh_run(out_dir: str | Path, overwrite: bool) -> None:
     path = Path(out_dir).expanduser()
     found = describe_run(path)
     if found is not None:
+        way = (
+            f"inspect it with `nanogpt convert-checkpoint info {shlex.quote(str(path))}`"
+            if found.startswith(UNREADABLE)
+            else f"continue it with `{resume_command(path)}`"
+        )
         raise ConfigError(
-            f"--out-dir {path} already holds a run ({found}): continue it with "
-            f"`{resume_command(path)}`, start afresh with --overwrite (the old run is deleted "
-            "once the new one saves), or choose another --out-dir"
+            f"--out-dir {path} already holds a run ({found}): {way}, start afresh with "
+            "--overwrite (the old run is deleted once the new one saves), or choose another "
+            "--out-dir"
         )
     aside = path / PREVIOUS_RUN_DIR
     found = describe_run(aside)

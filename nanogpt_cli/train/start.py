@@ -9,6 +9,7 @@ the optimizer, scaler, random and loader states back.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,20 @@ import torch
 from ..checkpoint import Checkpoint, load_weights, read_checkpoint, read_pretrained
 from ..config import DEFAULT_PRESET, ModelConfig, TrainConfig, build_config, option_flag
 from ..data.dataset import Dataset, check_tokenizer
-from ..errors import CheckpointError, ConfigError, DatasetError
+from ..errors import (
+    CheckpointDamaged,
+    CheckpointError,
+    CheckpointMissing,
+    ConfigError,
+    DatasetError,
+    first_line,
+)
 from ..log import get_logger
 from ..model import GPT
 from ..state import TrainState
 from .distributed import Dist, load_optimizer_state
 from .optim import apply_hyperparameters
+from .outdir import resume_dir
 from .rng import restore_rng
 
 logger = get_logger(__name__)
@@ -33,17 +42,43 @@ logger = get_logger(__name__)
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias", "activation")
 
 
-def wants_resume(mode: str, out_dir: str | Path) -> bool:
+def wants_resume(mode: str, out_dir: str | Path, overwrite: bool = False) -> bool:
     """Whether a run continues from ``out_dir``'s checkpoint: ``yes``, ``no``, or ``auto``
-    (if there is one)."""
-    if mode != "auto":
-        return mode == "yes"
-    try:
-        read_checkpoint(out_dir)
-    except CheckpointError:
-        logger.info(f"no checkpoint in {out_dir} to resume: starting afresh")
+    (if there is one).
+
+    ``auto`` starts afresh only where there is no checkpoint at all. A checkpoint that is
+    there but cannot be read (damaged, truncated, of mismatched files) stops ``yes`` and
+    ``auto`` alike with ``CheckpointDamaged``, before anything is written, so a scheduler's
+    restart never replaces a trained run; ``auto`` with ``overwrite`` starts afresh over it
+    (the fresh run sets the damaged files aside until it saves)."""
+    if mode not in ("auto", "yes"):
         return False
+    where = resume_dir(out_dir)
+    try:
+        ckpt = read_checkpoint(where)
+        if ckpt.has_optimizer:
+            ckpt.optimizer_state()  # memory-mapped: checks the file, loads little
+    except CheckpointMissing:
+        if mode == "auto":
+            logger.info(f"no checkpoint in {out_dir} to resume: starting afresh")
+            return False
+        return True  # the trainer reports the missing checkpoint
+    except CheckpointError as e:
+        if mode == "auto" and overwrite:
+            logger.warning(f"--overwrite: starting afresh over a damaged checkpoint ({e})")
+            return False
+        raise _damaged(e, where) from None
     return True
+
+
+def _damaged(e: CheckpointError, where: Path) -> CheckpointDamaged:
+    """The one line for a checkpoint that is there but cannot be resumed: what is wrong and
+    the ways on (nothing has been written)."""
+    return CheckpointDamaged(
+        f"cannot resume: {e}; inspect it with `nanogpt convert-checkpoint info "
+        f"{shlex.quote(str(where))}`, or start afresh with --overwrite instead of --resume "
+        "(the damaged files are kept aside until the new run saves)"
+    )
 
 
 def resolve_config(
@@ -60,14 +95,16 @@ def resolve_config(
     preset, config file or flag given explicitly still applies on top.
     """
     cfg = build_config(preset or default_preset, config_file, overrides)
-    if not wants_resume(cfg.run.resume, cfg.run.out_dir):
+    if not wants_resume(cfg.run.resume, cfg.run.out_dir, cfg.run.overwrite):
         cfg.run.resume = "no"
         return cfg
     cfg.run.resume = "yes"
     try:
-        ckpt = read_checkpoint(cfg.run.out_dir)
-    except CheckpointError:
+        ckpt = read_checkpoint(resume_dir(cfg.run.out_dir))  # the latest: its options
+    except CheckpointMissing:
         return cfg  # the trainer reports the missing checkpoint
+    except CheckpointError as e:
+        raise _damaged(e, resume_dir(cfg.run.out_dir)) from None
     saved = dict(ckpt.config or {})
     if ckpt.format in ("unified", "separated"):
         # Keep writing the format found (an original nanoGPT ckpt.pt, a converted one)
@@ -75,10 +112,17 @@ def resolve_config(
         saved["run"] = {**saved.get("run", {}), "save_format": ckpt.format}
     if not saved:
         return cfg
-    resumed = build_config(preset, config_file, overrides, base=saved)
+    try:
+        resumed = build_config(preset, config_file, overrides, base=saved)
+        before = build_config(None, base=saved).flat()
+    except ConfigError as e:  # the options saved in the checkpoint: edited or damaged
+        raise ConfigError(
+            f"cannot resume: the options saved in the checkpoint in {ckpt.path} are not "
+            f"valid ({e}); inspect them with `nanogpt convert-checkpoint info "
+            f"{shlex.quote(str(ckpt.path))}`"
+        ) from None
     resumed.run.out_dir = cfg.run.out_dir  # where the checkpoint was found
     resumed.run.resume = "yes"
-    before = build_config(None, base=saved).flat()
     changed = [
         f"{option_flag(name)} {before[name]} -> {value}"
         for name, value in resumed.flat().items()
@@ -126,8 +170,12 @@ def starting_point(cfg: TrainConfig, dataset: Dataset, out_dir: Path) -> Startin
 def _resume_checkpoint(cfg: TrainConfig, dataset: Dataset, out_dir: Path) -> Checkpoint:
     try:
         ckpt = read_checkpoint(out_dir, hint="train without --resume first")
+        if ckpt.has_optimizer:
+            ckpt.optimizer_state()  # a damaged optimizer.pt stops the run before it starts
+    except CheckpointMissing as e:
+        raise CheckpointMissing(f"cannot resume: {e}") from None
     except CheckpointError as e:
-        raise CheckpointError(f"cannot resume: {e}") from None
+        raise _damaged(e, out_dir) from None
     if ckpt.tokenizer is None:
         logger.warning(
             f"{ckpt.path} records no tokenizer; assuming it is dataset '{cfg.data.dataset}''s"
@@ -201,9 +249,15 @@ def restore(
     apply_hyperparameters(optimizer, cfg.optim)
     if saved.get("scaler"):
         scaler.load_state_dict(saved["scaler"])
-    restore_rng(ckpt.state.rng)
-    if "loader" in ckpt.state.rng:
-        loader.load_state(ckpt.state.rng["loader"])
+    try:  # the random and loader states come from the checkpoint's JSON: untrusted
+        restore_rng(ckpt.state.rng)
+        if "loader" in ckpt.state.rng:
+            loader.load_state(ckpt.state.rng["loader"])
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError, OverflowError) as e:
+        raise CheckpointDamaged(
+            f"cannot resume: the random-generator or loader state in {ckpt.path} is damaged "
+            f"({type(e).__name__}: {first_line(e)})"
+        ) from None
     logger.info(f"resuming from {ckpt.path} at iteration {ckpt.state.iter_num}")
     return dataclasses.replace(ckpt.state)
 

@@ -190,6 +190,10 @@ class TrainStep:
         elif not bad.item():  # another optimizer: the host decides (a sync per step)
             self.optimizer.step()
 
+    def skipped_since_read(self) -> int:
+        """How many of this process's steps since the last ``read`` were skipped (a sync)."""
+        return int(torch.stack(self._bad).sum().item()) if self._bad else 0
+
     def read(self) -> StepReport:
         """What happened since the last read: the one host-device sync of the loop."""
         steps = len(self._losses)
