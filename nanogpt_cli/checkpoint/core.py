@@ -116,20 +116,26 @@ def canonical_weights(
         out[LM_HEAD] = out[WTE]
     if WTE not in out:
         raise CheckpointError(f"{source} holds no token embedding ({WTE}); is it a GPT?")
-    if out[LM_HEAD] is not out[WTE]:
-        if not torch.equal(out[LM_HEAD], out[WTE]):
-            raise CheckpointError(
-                f"{source} has an output layer that is not tied to the token embedding; "
-                "nanogpt's GPT ties them, as GPT-2 does"
-            )
+    if out[LM_HEAD] is not out[WTE] and torch.equal(out[LM_HEAD], out[WTE]):
         out[LM_HEAD] = out[WTE]
+    # Two different tensors are an untied model's (--no-tie-embeddings); load_weights
+    # refuses them for a tied one.
     return out
 
 
 def untied(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The weights without the tied duplicate ``lm_head.weight`` (for file formats that
-    cannot store one tensor under two names)."""
+    cannot store one tensor under two names); an untied output layer stays."""
+    if LM_HEAD in weights and WTE in weights and not _shared(weights[LM_HEAD], weights[WTE]):
+        return dict(weights)
     return {k: v for k, v in weights.items() if k != LM_HEAD}
+
+
+def _shared(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` are one tensor (a tied pair), in memory or as values."""
+    if a is b or (a.device.type != "meta" and a.data_ptr() == b.data_ptr()):
+        return True
+    return a.shape == b.shape and a.device == b.device and torch.equal(a, b)
 
 
 def load_weights(ckpt: Checkpoint, model: nn.Module) -> None:
@@ -150,6 +156,13 @@ def load_weights(ckpt: Checkpoint, model: nn.Module) -> None:
                 f"weights in {ckpt.path} do not fit this model: {name} is "
                 f"{tuple(tensor.shape)} in the checkpoint, {tuple(expected[name].shape)} here"
             )
+    head, embedding = getattr(model, "lm_head", None), getattr(model, "transformer", None)
+    tied = head is not None and embedding is not None and head.weight is embedding.wte.weight
+    if tied and LM_HEAD in weights and not _shared(weights[LM_HEAD], weights[WTE]):
+        raise CheckpointError(
+            f"{ckpt.path} has an output layer that is not tied to the token embedding but "
+            "this model ties them; build it with --no-tie-embeddings"
+        )
     check_finite(weights, ckpt.path)
     model.load_state_dict(weights)
 

@@ -17,7 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, get_args
 
-from ..config import Activation, ModelConfig
+from ..config import Activation, ModelConfig, Norm, PosEmbedding
 from ..errors import CheckpointDamaged
 from .core import COMPILED_PREFIX, LM_HEAD, WTE
 
@@ -27,6 +27,8 @@ MAX_JSON_BYTES = 64 * 2**20  # a checkpoint.json is a few KB, a config.json less
 WPE = "transformer.wpe.weight"
 LN_F_BIAS = "transformer.ln_f.bias"
 ACTIVATIONS = get_args(Activation)
+C_ATTN_BIAS = "transformer.h.0.attn.c_attn.bias"
+MAX_SOFTCAP = 1e30  # any finite cap a model could mean
 _MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 _MISSING: Any = object()
 
@@ -163,22 +165,44 @@ def model_config(
     vocab_size = f.integer("vocab_size", None, low=1, high=MAX_DIM)
     dropout = f.number("dropout", 0.0, low=0.0, high=1.0)
     bias = f.boolean("bias", defaults.bias)
-    activation = f.raw("activation", defaults.activation)
-    if activation not in ACTIVATIONS:
-        raise invalid(
-            source,
-            f.name("activation"),
-            f"must be one of {', '.join(ACTIVATIONS)}, not {shown(activation)}",
+    choices = {
+        name: choice(f, name, getattr(defaults, name), allowed)
+        for name, allowed in (
+            ("activation", ACTIVATIONS),
+            ("pos_embedding", get_args(PosEmbedding)),
+            ("norm", get_args(Norm)),
         )
+    }
+    # Absent in checkpoints from before these options: GPT-2's architecture, as then.
+    options = {
+        name: f.boolean(name, getattr(defaults, name))
+        for name in ("norm_gain", "qk_norm", "tie_embeddings", "zero_init_proj")
+    }
+    options["rope_base"] = f.number("rope_base", defaults.rope_base, low=0.0, high=MAX_SOFTCAP)
+    options["logit_softcap"] = f.number("logit_softcap", 0.0, low=0.0, high=MAX_SOFTCAP)
+    if options["rope_base"] <= 0:
+        raise invalid(source, f.name("rope_base"), "must be positive")
     if dims["n_embd"] % dims["n_head"]:
         raise invalid(
             source,
             f.name("n_embd"),
             f"({dims['n_embd']}) is not divisible by {f.name('n_head')} ({dims['n_head']})",
         )
+    if choices["pos_embedding"] == "rope" and (dims["n_embd"] // dims["n_head"]) % 2:
+        raise invalid(source, f.name("pos_embedding"), "rope needs an even head size")
     return ModelConfig(
-        **dims, vocab_size=vocab_size, dropout=dropout, bias=bias, activation=activation
+        **dims, vocab_size=vocab_size, dropout=dropout, bias=bias, **choices, **options
     )
+
+
+def choice(f: Fields, name: str, default: str, allowed: Sequence[str]) -> Any:
+    """Field ``name`` of ``f``, one of ``allowed`` (``default`` when absent)."""
+    value = f.raw(name, default)
+    if value not in allowed:
+        raise invalid(
+            f.source, f.name(name), f"must be one of {', '.join(allowed)}, not {shown(value)}"
+        )
+    return value
 
 
 def tokenizer_field(value: Any, source: str | Path, prefix: str = "tokenizer") -> Any:
@@ -245,15 +269,24 @@ def check_shapes(
         raise CheckpointDamaged(f"{weights} holds no token embedding ({WTE}); is it a GPT?")
     vocab, width = embedding
     positions = canonical.get(WPE)
-    if positions is None or len(positions) != 2:
+    rope = cfg.pos_embedding == "rope"
+    if rope and positions is not None:
+        raise CheckpointDamaged(
+            f"weights in {weights} do not fit this model: {source} says pos_embedding = rope, "
+            f"the weights have a position table ({WPE})"
+        )
+    if not rope and (positions is None or len(positions) != 2):
         raise CheckpointDamaged(f"{weights} holds no position embedding ({WPE}); is it a GPT?")
     layers = layer_indices(list(canonical), weights)
+    # GPT-2's final LayerNorm has a bias exactly when the linear layers do; other norms none.
+    gpt2_norm = cfg.norm == "layernorm" and cfg.norm_gain
     have: dict[str, Any] = {
         "n_embd": width,
-        "block_size": positions[0],
         "n_layer": len(layers) if layers == set(range(len(layers))) else sorted(layers),
-        "bias": LN_F_BIAS in canonical,
+        "bias": (LN_F_BIAS if gpt2_norm else C_ATTN_BIAS) in canonical,
     }
+    if positions is not None:
+        have["block_size"] = positions[0]
     if cfg.vocab_size is not None:
         have["vocab_size"] = vocab
     for name, value in have.items():
@@ -262,7 +295,7 @@ def check_shapes(
                 f"weights in {weights} do not fit this model: {source} says "
                 f"{spelled[name]} = {getattr(cfg, name)}, the weights have {value}"
             )
-    if positions[1] != width:
+    if positions is not None and positions[1] != width:
         raise CheckpointDamaged(
             f"weights in {weights} do not fit together: {WPE} is {positions}, {WTE} {embedding}"
         )

@@ -144,6 +144,13 @@ def write_hf(dst: str | Path, ckpt: Checkpoint, *, overwrite: bool = False) -> l
 
     dst = Path(dst).expanduser()
     cfg = ckpt.model_config
+    departures = cfg.non_gpt2_options()
+    if departures:
+        raise CheckpointError(
+            f"cannot export to a Hugging Face GPT-2: the model uses {departures[0]}, which "
+            "GPT-2 does not compute; keep it as a nanogpt checkpoint (to-separated, to-unified "
+            "or to-model-only)"
+        )
     vocab = export_vocab_size(ckpt)
     notes: list[str] = []
     if vocab < (cfg.vocab_size or 0):

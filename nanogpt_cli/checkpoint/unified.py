@@ -126,6 +126,12 @@ def write_unified(path: str | Path, ckpt: Checkpoint) -> list[Path]:
 def activation_warning(cfg: ModelConfig) -> str | None:
     """What a model with ``cfg`` loses in nanoGPT's own scripts, in one line; None when
     nanoGPT's ``model.py`` computes the same logits (the exact GELU)."""
+    departures = cfg.non_gpt2_options()
+    if departures:
+        return (
+            f"the model uses {departures[0]}, which nanoGPT's model.py does not have: "
+            "nanoGPT's own scripts cannot load this ckpt.pt; nanogpt reads it back in full"
+        )
     if cfg.activation == NANOGPT_ACTIVATION:
         return None
     return (

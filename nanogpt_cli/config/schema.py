@@ -14,13 +14,16 @@ from typing import Any, Literal
 
 from .dtypes import DTYPE_ALIASES, DTYPE_SPELLINGS
 
-Activation = Literal["gelu", "gelu_tanh"]
+Activation = Literal["gelu", "gelu_tanh", "relu2", "swiglu"]
+PosEmbedding = Literal["learned", "rope"]
+Norm = Literal["layernorm", "rmsnorm"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 SaveFormat = Literal["separated", "unified", "model-only"]
 TrackerName = Literal["none", "tensorboard", "wandb"]
 Strategy = Literal["ddp", "fsdp"]
 ResumeMode = Literal["no", "yes", "auto"]
 KernelMode = Literal["auto", "on", "off"]
+OptimizerName = Literal["adamw", "muon"]
 
 DEFAULT_PRESET = "shakespeare-char"
 
@@ -47,8 +50,49 @@ class ModelConfig:
     bias: bool = opt(False, "Use biases in Linear and LayerNorm layers, as GPT-2 does.")
     activation: Activation = opt(
         "gelu_tanh",
-        "MLP activation: gelu_tanh (GPT-2's tanh approximation) or gelu (exact erf, as nanoGPT).",
+        "MLP activation: gelu_tanh (GPT-2's tanh approximation), gelu (exact erf, as nanoGPT), "
+        "relu2 (ReLU squared) or swiglu (SiLU-gated; hidden width 8/3 x n_embd rounded up to a "
+        "multiple of 64, so about the parameters of the 4 x n_embd GELU MLP).",
     )
+    pos_embedding: PosEmbedding = opt(
+        "learned",
+        "Position information: learned (GPT-2's table of block_size embeddings) or rope "
+        "(rotary embeddings on queries and keys; no table).",
+    )
+    rope_base: float = opt(10000.0, "RoPE base (theta): the longest rotation's wavelength scale.")
+    norm: Norm = opt(
+        "layernorm", "Normalisation layer: layernorm (GPT-2) or rmsnorm (no mean, no bias)."
+    )
+    norm_gain: bool = opt(True, "Give each norm a learned gain (off: parameter-free norms).")
+    qk_norm: bool = opt(False, "RMS-normalise queries and keys per head before attention.")
+    tie_embeddings: bool = opt(
+        True, "Share the output layer's weight with the token embedding, as GPT-2 does."
+    )
+    logit_softcap: float = opt(
+        0.0, "Soft-cap the logits to (-cap, cap) as cap x tanh(logits / cap); 0 disables it."
+    )
+    zero_init_proj: bool = opt(
+        False, "Initialise the attention and MLP output projections to zero."
+    )
+
+    def non_gpt2_options(self) -> list[str]:
+        """The options, as flags with their values, whose model GPT-2's architecture cannot
+        compute (``zero_init_proj`` changes only the initialisation, so it is not one)."""
+        defaults = ModelConfig()
+        found = []
+        for name in ("pos_embedding", "norm", "norm_gain", "qk_norm", "tie_embeddings"):
+            value, flag = getattr(self, name), name.replace("_", "-")
+            if value != getattr(defaults, name):
+                found.append(
+                    f"--{'' if value else 'no-'}{flag}"
+                    if value in (True, False)
+                    else f"--{flag} {value}"
+                )
+        if self.activation not in ("gelu", "gelu_tanh"):
+            found.append(f"--activation {self.activation}")
+        if self.logit_softcap:
+            found.append(f"--logit-softcap {self.logit_softcap}")
+        return found
 
 
 @dataclass
@@ -81,9 +125,16 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW and the learning-rate schedule (linear warmup, cosine decay)."""
+    """The optimizer (AdamW, or Muon with AdamW) and the learning-rate schedule (linear
+    warmup, cosine decay)."""
 
-    learning_rate: float = opt(6e-4, "Peak learning rate.")
+    optimizer: OptimizerName = opt(
+        "adamw",
+        "adamw: AdamW for every parameter. muon: torch.optim.Muon for the 2-D weight matrices "
+        "inside the transformer blocks (at --muon-lr, no weight decay), AdamW for the "
+        "embeddings, the output head, gains and biases; both follow the same schedule.",
+    )
+    learning_rate: float = opt(6e-4, "Peak learning rate (of AdamW's parameters).")
     max_iters: int = opt(600000, "Number of optimizer steps.")
     weight_decay: float = opt(0.1, "AdamW weight decay, applied to 2-D weights only.")
     beta1: float = opt(0.9, "AdamW beta1.")
@@ -97,6 +148,12 @@ class OptimConfig:
         "the warmup, as in nanoGPT).",
     )
     min_lr: float = opt(6e-5, "Learning rate at the end of the decay.")
+    muon_lr: float = opt(
+        0.02,
+        "Peak learning rate of the Muon parameters (--optimizer muon); the schedule scales it "
+        "as it scales --learning-rate.",
+    )
+    muon_momentum: float = opt(0.95, "Muon's (Nesterov) momentum (--optimizer muon).")
     max_bad_steps: int = opt(
         10,
         "Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.",

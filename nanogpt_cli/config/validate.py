@@ -108,7 +108,11 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "grad_clip": (0.0, math.inf, True, False),
     "beta1": (0.0, 1.0, True, False),
     "beta2": (0.0, 1.0, True, False),
+    "muon_lr": (0.0, math.inf, False, False),
+    "muon_momentum": (0.0, 1.0, True, False),
     "dropout": (0.0, 1.0, True, False),
+    "rope_base": (0.0, math.inf, False, False),
+    "logit_softcap": (0.0, math.inf, True, False),
 }
 
 
@@ -192,6 +196,12 @@ def validate(cfg: TrainConfig) -> list[str]:
             problems.append(f"{flag(name)} {problem}")
     if m.n_head > 0 and m.n_embd > 0 and m.n_embd % m.n_head != 0:
         problems.append(f"--n-embd ({m.n_embd}) must be divisible by --n-head ({m.n_head})")
+    elif m.pos_embedding == "rope" and (m.n_embd // max(m.n_head, 1)) % 2:
+        # rotary embeddings turn pairs of a head's features
+        problems.append(
+            f"--pos-embedding rope needs an even head size; --n-embd / --n-head is "
+            f"{m.n_embd // max(m.n_head, 1)}"
+        )
     window_tokens = cfg.eval.eval_iters * d.batch_size * (m.block_size + 1)
     if window_tokens > MAX_EVAL_TOKENS:
         problems.append(
@@ -205,6 +215,12 @@ def validate(cfg: TrainConfig) -> list[str]:
                 f"--total-batch-tokens ({d.total_batch_tokens}) must be a positive multiple of "
                 f"--batch-size x --block-size ({micro})"
             )
+    if cfg.optim.optimizer == "muon" and s.strategy == "fsdp":
+        # torch.optim.Muon orthogonalises whole matrices; FSDP hands it row shards.
+        problems.append(
+            "--optimizer muon does not run with --strategy fsdp (Muon needs whole weight "
+            "matrices, FSDP shards them); use --strategy ddp or --optimizer adamw"
+        )
     if (problem := device_problem(s.device)) is not None:
         problems.append(f"--device: {problem}")
     if not d.dataset:

@@ -30,7 +30,8 @@ from .distributed import PEER_ERRORS, full_state, init_distributed, is_peer_fail
 from .estimate import LONG_RUN_S, duration, estimate_run
 from .health import Health
 from .lock import RunLock, held_by_launcher
-from .optim import learning_rate
+from .optim import describe as describe_optimizer
+from .optim import learning_rate, set_learning_rate
 from .outdir import (
     LAST_DIR,
     RUN_CONFIG_FILE,
@@ -183,10 +184,8 @@ class Trainer:
             f"parameters on {self.device} ({'; '.join(how)}), "
             f"{self.tokens_per_iter:,} tokens per step, dataset {self.dataset.name}"
         )
-        decayed, undecayed = (len(g["params"]) for g in self.optimizer.param_groups)
         logger.debug(
-            f"AdamW{' (fused)' if self.optimizer.defaults.get('fused') else ''}: {decayed} "
-            f"tensors with weight decay {cfg.optim.weight_decay}, {undecayed} without; "
+            f"{describe_optimizer(self.optimizer, cfg.optim)}; "
             f"{self.parts.micro_batches} micro-batches of {cfg.data.batch_size} per step"
         )
         if not cfg.eval.eval_only:
@@ -294,8 +293,7 @@ class Trainer:
         while True:
             it = state.iter_num
             lr = learning_rate(it, cfg.optim)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            set_learning_rate(self.optimizer, lr, cfg.optim)
 
             last = it >= cfg.optim.max_iters
             # A resumed run does not repeat the evaluation its checkpoint already made.

@@ -32,7 +32,7 @@ from ..log import get_logger
 from ..model import GPT
 from ..state import TrainState
 from .distributed import Dist, load_optimizer_state
-from .optim import apply_hyperparameters
+from .optim import apply_hyperparameters, optimizer_name
 from .outdir import resume_dir
 from .rng import restore_rng
 
@@ -239,6 +239,14 @@ def restore(
     """Put back the optimizer, scaler, random and loader states of ``ckpt`` (its weights
     are already in the model); returns its training state."""
     saved = ckpt.optimizer_state()
+    if isinstance(saved.get("optimizer"), dict):
+        found = optimizer_name(saved["optimizer"])
+        if found != cfg.optim.optimizer:
+            raise ConfigError(
+                f"cannot resume with --optimizer {cfg.optim.optimizer}: the checkpoint in "
+                f"{ckpt.path} was trained with {found}; resume with --optimizer {found}, or "
+                "start afresh with --overwrite (or another --out-dir)"
+            )
     try:
         load_optimizer_state(model, optimizer, saved["optimizer"], dist)
     except (ValueError, KeyError) as e:

@@ -187,7 +187,7 @@ class TrainStep:
                 self.optimizer.step()
             finally:
                 del self.optimizer.found_inf  # type: ignore[attr-defined]
-        elif not bad.item():  # another optimizer: the host decides (a sync per step)
+        elif not bad.item():  # another optimizer (Muon): the host decides (a sync per step)
             self.optimizer.step()
 
     def skipped_since_read(self) -> int:
