@@ -16,7 +16,8 @@ from typing import Any
 
 TRACE_FILE = Path(__file__).resolve().parent / "data" / "loss_trace_20_steps.json"
 
-# The tiny model of conftest.TINY, every step logged, one evaluation at the end.
+# conftest.TINY as it was when the trace was stored, every step logged, one evaluation at
+# the end: a frozen copy on purpose, so that changing TINY never changes the stored trace.
 TRACE_OPTIONS: dict[str, Any] = {
     "n_layer": 2,
     "n_head": 2,
