@@ -758,10 +758,17 @@ def test_padded_vocabulary_is_cropped_on_export(data_root: Path, tmp_path: Path)
     assert result.max_abs_diff is not None and result.max_abs_diff < 1e-5
 
 
-def test_hf_folder_that_is_not_gpt2_is_refused(tmp_path: Path) -> None:
+def test_hf_folder_that_is_not_gpt2_or_llama_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(CheckpointError, match="not a Hugging Face GPT-2 or Llama folder"):
+        convert_checkpoint(
+            tmp_path / "bert", tmp_path / "o", "model-only", source_format="huggingface"
+        )
+    # A Llama config without its sizes: damaged, and the field is named.
     (tmp_path / "llama").mkdir()
     (tmp_path / "llama" / "config.json").write_text('{"model_type": "llama"}')
-    with pytest.raises(CheckpointError, match="not a Hugging Face GPT-2 folder"):
+    with pytest.raises(CheckpointError, match="hidden_size"):
         convert_checkpoint(
             tmp_path / "llama", tmp_path / "o", "model-only", source_format="huggingface"
         )

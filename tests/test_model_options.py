@@ -49,6 +49,12 @@ ALL_ON: dict[str, Any] = {
     "logit_softcap": 15.0,
     "zero_init_proj": True,
 }
+LLAMA = {
+    "pos_embedding": "rope",
+    "norm": "rmsnorm",
+    "activation": "swiglu",
+    "tie_embeddings": False,
+}
 OPTIONS: dict[str, dict[str, Any]] = {
     "rope": {"pos_embedding": "rope", "rope_base": 500.0},
     "rmsnorm": {"norm": "rmsnorm"},
@@ -61,6 +67,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "softcap": {"logit_softcap": 2.0},
     "zero-init-proj": {"zero_init_proj": True},
     "all": {**ALL_ON, "activation": "swiglu", "bias": True},
+    # What a Hugging Face Llama computes (to-hf exports it as one), and two near misses.
+    "llama": {**LLAMA, "rope_base": 500.0},
+    "llama-no-gain-bias": {**LLAMA, "norm_gain": False, "bias": True},
+    "rope-rmsnorm-relu2": {**LLAMA, "activation": "relu2"},
+    "llama-qk-norm": {**LLAMA, "qk_norm": True},
 }
 
 
@@ -393,8 +404,9 @@ def test_a_tied_model_refuses_an_untied_head(
         ("qk-norm", "--qk-norm"),
         ("relu2", "--activation relu2"),
         ("swiglu", "--activation swiglu"),
-        ("untied", "--no-tie-embeddings"),
         ("softcap", "--logit-softcap 2.0"),
+        ("rope-rmsnorm-relu2", "--activation relu2 keeps it from being a Llama"),
+        ("llama-qk-norm", "--qk-norm keeps it from being a Llama"),
     ],
 )
 def test_to_hf_refuses_an_option_gpt2_lacks_in_one_line(
@@ -439,3 +451,65 @@ def test_bad_option_values_are_config_errors(data_root: Path, tmp_path: Path) ->
         with pytest.raises(ConfigError, match=message):
             run(data_root, tmp_path / "bad", **bad)
     assert math.isfinite(ModelConfig().rope_base)
+
+
+@pytest.mark.parametrize("name", ["untied", "llama", "llama-no-gain-bias"])
+def test_to_hf_exports_what_transformers_computes_and_reads_it_back(
+    name: str,
+    trained: Callable[[str, Path], Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An untied GPT-2 exports as GPT2LMHeadModel without tied embeddings; a RoPE + RMSNorm
+    + SwiGLU model as LlamaForCausalLM: transformers' logits equal ours (--verify), and
+    from-hf gives back the same model, options and weights."""
+    transformers = pytest.importorskip("transformers")
+    out = trained(name, tmp_path / "out")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["convert-checkpoint", "to-hf", str(out), str(tmp_path / "hf"), "--verify"])
+    report = capsys.readouterr().out
+    assert done.value.code == 0, report
+    difference = float(report.split("max abs logit difference ")[1].split()[0])
+    assert difference < 1e-4, report
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    llama = name.startswith("llama")
+    assert config["model_type"] == ("llama" if llama else "gpt2")
+    assert config["tie_word_embeddings"] is False
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert type(model).__name__ == ("LlamaForCausalLM" if llama else "GPT2LMHeadModel")
+    assert model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+
+    source = read_checkpoint(out)
+    back = read_checkpoint(tmp_path / "hf")
+    assert asdict(back.model_config) == {**asdict(source.model_config), "dropout": 0.0}
+    theirs, ours = back.weights(), source.weights()
+    assert set(theirs) == set(ours)
+    for key, tensor in ours.items():
+        assert torch.equal(theirs[key], tensor), key
+    from nanogpt_cli.sample import Sampler
+
+    sampler = Sampler.from_checkpoint(tmp_path / "hf", device="cpu")
+    prompt = sampler.tokenizer.decode([1, 2])
+    tokens = [int(t[0]) for t in sampler.stream(prompt, 5, temperature=0)]
+    assert len(tokens) == 5
+
+
+def test_from_hf_refuses_a_llama_nanogpt_does_not_compute(
+    trained: Callable[[str, Path], Path], tmp_path: Path
+) -> None:
+    """Grouped-query attention, another SwiGLU width, another norm epsilon: one line naming
+    each, nothing half-read."""
+    pytest.importorskip("transformers")
+    out = trained("llama", tmp_path / "out")
+    convert_checkpoint(out, tmp_path / "hf", HF)
+    config_path = tmp_path / "hf" / "config.json"
+    config = json.loads(config_path.read_text())
+    config.update(num_key_value_heads=1, intermediate_size=100, rms_norm_eps=1e-6)
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(tmp_path / "hf")
+    message = str(info.value)
+    assert "\n" not in message
+    for named in ("num_key_value_heads 1", "intermediate_size 100", "rms_norm_eps"):
+        assert named in message

@@ -303,11 +303,12 @@ def verify_conversion(source: Checkpoint, target: Path, to: str) -> float:
 
 
 def _hf_logits(folder: Path, idx: torch.Tensor) -> torch.Tensor:
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own report says what was compared
-    model = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32).eval()
+    # GPT2LMHeadModel or LlamaForCausalLM, as the folder's config.json says.
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     return model(idx).logits
 
 

@@ -1,9 +1,11 @@
-"""Hugging Face ``transformers`` GPT-2 folders, both ways.
+"""Hugging Face ``transformers`` folders, both ways: GPT-2, and Llama for the models it
+computes (``checkpoint.llama``).
 
 nanogpt's parameter names are GPT-2's; what differs is that Hugging Face stores the four
 projection matrices as ``Conv1D`` weights, transposed relative to ``nn.Linear``, always has
 biases, and names the GELU forms ``gelu`` (exact) and ``gelu_new`` (tanh approximation).
-A padded vocabulary (nanoGPT's 50304) is cropped to the tokenizer's size on export.
+A padded vocabulary (nanoGPT's 50304) is cropped to the tokenizer's size on export. A model
+with an untied head exports as a GPT-2 with ``tie_word_embeddings`` off.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import CheckpointDamaged, CheckpointError, first_line
+from ..model import NORM_EPS, mlp_hidden
 from . import fields
 from .core import HF, LM_HEAD, WTE, Checkpoint, TrainState, canonical_weights
 from .directory import fsync_dir
 from .files import seal
+from .llama import LLAMA, llama_blockers, llama_config_kwargs, llama_state_dict, weights_from_llama
 from .safety import load_torch_file
 
 HF_CONFIG = "config.json"
+MODEL_TYPES = ("gpt2", LLAMA)  # the transformers architectures read and written
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _TO_HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
 _FROM_HF_ACTIVATION = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
@@ -39,15 +44,21 @@ CHAR_TOKENIZER_NOTE = (
 )
 
 
-def is_hf_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder holding a Hugging Face GPT-2 model."""
+def model_type(path: Path) -> str | None:
+    """The ``model_type`` of the Hugging Face config in folder ``path``; None without one."""
     config = path / HF_CONFIG
     if not config.is_file():
-        return False
+        return None
     try:
-        return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "gpt2"
+        found = json.loads(config.read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError, RecursionError):
-        return False
+        return None
+    return found if isinstance(found, str) else None
+
+
+def is_hf_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder holding a Hugging Face GPT-2 or Llama model."""
+    return model_type(path) in MODEL_TYPES
 
 
 # What ``write_hf`` puts in a folder; ``--force`` replaces only a folder made of these.
@@ -89,16 +100,16 @@ def _is_conv1d(name: str) -> bool:
 def hf_state_dict(ckpt: Checkpoint, vocab_size: int) -> dict[str, torch.Tensor]:
     """The checkpoint's weights under Hugging Face's names and layouts.
 
-    The output layer is left out (it is tied to ``transformer.wte.weight``); missing biases
-    are zeros, which compute the same as none.
+    The output layer is left out when it is tied to ``transformer.wte.weight``; missing
+    biases are zeros, which compute the same as none.
     """
     weights = ckpt.weights()
     cfg = ckpt.model_config
     out: dict[str, torch.Tensor] = {}
     for name, t in weights.items():
-        if name == LM_HEAD:
+        if name == LM_HEAD and cfg.tie_embeddings:
             continue
-        if name == WTE:
+        if name in (WTE, LM_HEAD):
             t = t[:vocab_size]
         elif _is_conv1d(name):
             t = t.t()
@@ -133,52 +144,82 @@ def _tokenizer_vocab(tokenizer: dict[str, Any] | None) -> int | None:
     return None
 
 
+def export_architecture(cfg: ModelConfig) -> str:
+    """The ``transformers`` architecture a model exports as: ``gpt2``, or ``llama`` for a
+    RoPE + RMSNorm + SwiGLU model. Raises ``CheckpointError`` naming an option that
+    neither computes."""
+    departures = [d for d in cfg.non_gpt2_options() if d != "--no-tie-embeddings"]
+    if not departures:
+        return "gpt2"
+    blockers = llama_blockers(cfg)
+    if not blockers:
+        return LLAMA
+    hint = (
+        f"; and {blockers[0]} keeps it from being a Llama (which needs --pos-embedding rope, "
+        "--norm rmsnorm and --activation swiglu, without --qk-norm or --logit-softcap)"
+        if cfg.pos_embedding == "rope"
+        else ""
+    )
+    raise CheckpointError(
+        f"cannot export to Hugging Face: the model uses {departures[0]}, which GPT-2 does not "
+        f"compute{hint}; keep it as a nanogpt checkpoint (to-separated, to-unified or "
+        "to-model-only)"
+    )
+
+
 def write_hf(dst: str | Path, ckpt: Checkpoint, *, overwrite: bool = False) -> list[str]:
-    """Write a folder that ``GPT2LMHeadModel.from_pretrained(dst)`` loads as it is.
+    """Write a folder that ``AutoModelForCausalLM.from_pretrained(dst)`` loads as it is: a
+    ``GPT2LMHeadModel``, or a ``LlamaForCausalLM`` (``export_architecture``).
 
     Returns notes for the user (what the tokenizer files can do, what was cropped). The
     folder is assembled under a temporary name beside ``dst`` and renamed into place.
     """
     from safetensors.torch import save_file
-    from transformers import GPT2Config
 
     dst = Path(dst).expanduser()
     cfg = ckpt.model_config
-    departures = cfg.non_gpt2_options()
-    if departures:
-        raise CheckpointError(
-            f"cannot export to a Hugging Face GPT-2: the model uses {departures[0]}, which "
-            "GPT-2 does not compute; keep it as a nanogpt checkpoint (to-separated, to-unified "
-            "or to-model-only)"
-        )
+    architecture = export_architecture(cfg)
     vocab = export_vocab_size(ckpt)
     notes: list[str] = []
     if vocab < (cfg.vocab_size or 0):
         notes.append(f"vocabulary cropped from {cfg.vocab_size} (padded) to {vocab} tokens")
     gpt2_bpe = _tokenizer_vocab(ckpt.tokenizer) == GPT2_VOCAB
-    hf_config = GPT2Config(
-        vocab_size=vocab,
-        n_positions=cfg.block_size,
-        n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        activation_function=_TO_HF_ACTIVATION[cfg.activation],
-        resid_pdrop=cfg.dropout,
-        embd_pdrop=cfg.dropout,
-        attn_pdrop=cfg.dropout,
-        layer_norm_epsilon=1e-5,
-        bos_token_id=GPT2_EOT if gpt2_bpe else None,
-        eos_token_id=GPT2_EOT if gpt2_bpe else None,
-        architectures=["GPT2LMHeadModel"],
+    common = {
+        "bos_token_id": GPT2_EOT if gpt2_bpe else None,
+        "eos_token_id": GPT2_EOT if gpt2_bpe else None,
         # What Hugging Face's config has no field for, so that from-hf restores it exactly.
-        nanogpt={
+        "nanogpt": {
             "model": asdict(cfg),
             "tokenizer": ckpt.tokenizer,
             "dataset": ckpt.dataset,
             "iter_num": ckpt.state.iter_num,
         },
-    )
-    tensors = hf_state_dict(ckpt, vocab)
+    }
+    if architecture == LLAMA:
+        from transformers import LlamaConfig
+
+        hf_config: Any = LlamaConfig(**llama_config_kwargs(cfg, vocab), **common)
+        tensors = llama_state_dict(ckpt.weights(), cfg, vocab)
+        notes.append("exported as a Llama (LlamaForCausalLM): RoPE, RMSNorm and SwiGLU")
+    else:
+        from transformers import GPT2Config
+
+        hf_config = GPT2Config(
+            vocab_size=vocab,
+            n_positions=cfg.block_size,
+            n_embd=cfg.n_embd,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            activation_function=_TO_HF_ACTIVATION[cfg.activation],
+            resid_pdrop=cfg.dropout,
+            embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout,
+            layer_norm_epsilon=1e-5,
+            tie_word_embeddings=cfg.tie_embeddings,
+            architectures=["GPT2LMHeadModel"],
+            **common,
+        )
+        tensors = hf_state_dict(ckpt, vocab)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     umask = os.umask(0)
@@ -262,7 +303,8 @@ def resolve_hf_source(src: str | Path) -> Path:
     if path.exists():
         if not is_hf_folder(path):
             raise CheckpointError(
-                f"{path} is not a Hugging Face GPT-2 folder (no config.json with model_type 'gpt2')"
+                f"{path} is not a Hugging Face GPT-2 or Llama folder (no config.json with "
+                "model_type 'gpt2' or 'llama')"
             )
         return path
     name = str(src)
@@ -281,7 +323,9 @@ def resolve_hf_source(src: str | Path) -> Path:
             "download it elsewhere and pass its folder"
         ) from None
     if not is_hf_folder(folder):
-        raise CheckpointError(f"hub model {src} is not a GPT-2 model (model_type is not gpt2)")
+        raise CheckpointError(
+            f"hub model {src} is not a GPT-2 or Llama model (model_type is neither)"
+        )
     return folder
 
 
@@ -348,10 +392,12 @@ def _drop_zero_biases(weights: dict[str, torch.Tensor], source: Path) -> None:
 
 
 def read_hf(src: str | Path) -> Checkpoint:
-    """Read a Hugging Face GPT-2 folder (or hub id) as a model-only checkpoint."""
+    """Read a Hugging Face GPT-2 or Llama folder (or hub id) as a model-only checkpoint."""
     folder = resolve_hf_source(src)
     source = folder / HF_CONFIG
     hf = fields.Fields(fields.read_json(source), source)
+    if model_type(folder) == LLAMA:
+        return _read_llama(folder, hf)
     problems = []
     activation = _FROM_HF_ACTIVATION.get(hf.text("activation_function", "gelu_new"))
     if activation is None:
@@ -365,8 +411,6 @@ def read_hf(src: str | Path) -> Checkpoint:
         problems.append(f"n_inner {n_inner}")
     if hf.raw("scale_attn_by_inverse_layer_idx", False) or hf.raw("scale_attn_weights", 1) is False:
         problems.append("non-standard attention scaling")
-    if hf.raw("tie_word_embeddings", True) is False:
-        problems.append("untied output embedding")
     if problems:
         raise CheckpointError(
             f"{folder} is a GPT-2 variant nanogpt's model does not compute: " + ", ".join(problems)
@@ -395,9 +439,21 @@ def read_hf(src: str | Path) -> Checkpoint:
         dropout=0.0,
         bias=bias,
         activation=activation,  # type: ignore[arg-type]
+        tie_embeddings=hf.boolean("tie_word_embeddings", True),
     )
     shapes = {name: tuple(t.shape) for name, t in weights.items()}
     fields.check_shapes(model_config, shapes, source, folder, {"block_size": "n_positions"})
+    return _hf_checkpoint(folder, model_config, weights, tokenizer, dataset, iter_num)
+
+
+def _hf_checkpoint(
+    folder: Path,
+    model_config: ModelConfig,
+    weights: dict[str, torch.Tensor],
+    tokenizer: dict[str, Any] | None,
+    dataset: str | None,
+    iter_num: int,
+) -> Checkpoint:
     notes: list[str] = []
     if tokenizer is None and model_config.vocab_size == GPT2_VOCAB:
         tokenizer = {"kind": "tiktoken", "name": "gpt2"}
@@ -415,4 +471,80 @@ def read_hf(src: str | Path) -> Checkpoint:
         files=sorted(p for p in folder.iterdir() if p.is_file()),
         notes=notes,
         _weights=weights,
+    )
+
+
+def _read_llama(folder: Path, hf: fields.Fields) -> Checkpoint:
+    """A Llama folder as a nanogpt model (``checkpoint.llama``): RoPE, RMSNorm, SwiGLU."""
+    source = folder / HF_CONFIG
+    problems = []
+    act = hf.text("hidden_act", "silu")
+    if act != "silu":
+        problems.append(f"hidden_act {act!r}")
+    n_embd = hf.integer("hidden_size", low=1, high=fields.MAX_DIM)
+    n_head = hf.integer("num_attention_heads", low=1, high=fields.MAX_DIM)
+    if n_embd % n_head:
+        raise fields.invalid(source, "hidden_size", f"({n_embd}) is not divisible by n_head")
+    kv_heads = hf.integer("num_key_value_heads", None, low=1, high=fields.MAX_DIM)
+    if kv_heads not in (None, n_head):
+        problems.append(f"grouped-query attention (num_key_value_heads {kv_heads})")
+    head_dim = hf.integer("head_dim", None, low=1, high=fields.MAX_DIM)
+    if head_dim not in (None, n_embd // n_head):
+        problems.append(f"head_dim {head_dim}")
+    rope = fields.Fields(hf.obj("rope_parameters", {}), source, "rope_parameters")
+    if hf.raw("rope_scaling", None) or rope.text("rope_type", "default") != "default":
+        problems.append("scaled rotary embeddings (rope_scaling)")
+    theta = rope.number("rope_theta", None, low=1e-9) or hf.number("rope_theta", 10000.0, low=1e-9)
+    epsilon = hf.number("rms_norm_eps", 1e-6)
+    if abs(epsilon - NORM_EPS) > 1e-12:
+        problems.append(f"rms_norm_eps {epsilon} (nanogpt's norms use {NORM_EPS})")
+    bias = hf.boolean("attention_bias", False)
+    if hf.boolean("mlp_bias", False) != bias:
+        problems.append("biases in the attention but not the MLP, or the other way round")
+    extra = fields.Fields(hf.obj("nanogpt", {}), source, "nanogpt")
+    ours = fields.Fields(extra.obj("model", {}), source, "nanogpt.model")
+    model_config = ModelConfig(
+        n_layer=hf.integer("num_hidden_layers", low=1, high=fields.MAX_DIM),
+        n_head=n_head,
+        n_embd=n_embd,
+        block_size=hf.integer("max_position_embeddings", 2048, low=1, high=fields.MAX_DIM),
+        vocab_size=None,
+        dropout=0.0,
+        bias=bias,
+        pos_embedding="rope",
+        rope_base=theta,
+        norm="rmsnorm",
+        norm_gain=ours.raw("norm_gain", True) is not False,
+        activation="swiglu",
+        tie_embeddings=hf.boolean("tie_word_embeddings", False),
+    )
+    hidden = hf.integer("intermediate_size", low=1, high=fields.INT64_MAX)
+    if hidden != mlp_hidden(model_config):
+        problems.append(
+            f"intermediate_size {hidden} (nanogpt's SwiGLU width for hidden_size {n_embd} is "
+            f"{mlp_hidden(model_config)})"
+        )
+    if problems:
+        raise CheckpointError(
+            f"{folder} is a Llama variant nanogpt's model does not compute: " + ", ".join(problems)
+        )
+    try:
+        weights, gains = weights_from_llama(_hf_raw_weights(folder), model_config)
+    except KeyError as e:
+        raise CheckpointDamaged(f"{folder}: the Llama weights have no {e.args[0]}") from None
+    if model_config.norm_gain:
+        weights.update(gains)
+    elif any(not torch.all(g == 1) for g in gains.values()):
+        raise CheckpointError(
+            f"{source} says it was exported from a nanogpt model without norm gains, but its "
+            "norms have gains other than one"
+        )
+    weights = canonical_weights(weights, folder)
+    shapes = {name: tuple(t.shape) for name, t in weights.items()}
+    names = {"n_embd": "hidden_size", "n_layer": "num_hidden_layers"}
+    fields.check_shapes(model_config, shapes, source, folder, names)
+    tokenizer = fields.tokenizer_field(extra.raw("tokenizer", None), source, "nanogpt.tokenizer")
+    iter_num = extra.integer("iter_num", None) or 0
+    return _hf_checkpoint(
+        folder, model_config, weights, tokenizer, extra.text("dataset", None), iter_num
     )

@@ -145,10 +145,10 @@ def to_model_only(
 def to_hf(
     src: Src, dst: Dst, verify: Verify = False, force: Force = False, meta: Meta = None
 ) -> None:
-    """Export a Hugging Face transformers GPT-2 folder.
+    """Export a Hugging Face transformers folder: GPT-2, or Llama for RoPE + RMSNorm + SwiGLU.
 
-    GPT2LMHeadModel.from_pretrained(DST) loads it as it is; tokenizer files are written
-    where they can be had.
+    AutoModelForCausalLM.from_pretrained(DST) loads it as it is; tokenizer files are
+    written where they can be had. Options neither architecture computes are refused.
     """
     _run(src, dst, "huggingface", meta=meta, verify=verify, force=force)
 
@@ -157,14 +157,14 @@ def to_hf(
 def from_hf(
     src: Annotated[
         str,
-        typer.Argument(help="Hugging Face GPT-2 folder, or hub id (e.g. gpt2) with network."),
+        typer.Argument(help="Hugging Face GPT-2 or Llama folder, or hub id (e.g. gpt2)."),
     ],
     dst: Dst,
     dtype: ExportDType = "fp32",
     verify: Verify = False,
     force: Force = False,
 ) -> None:
-    """Import a Hugging Face GPT-2-architecture model as a model-only checkpoint."""
+    """Import a Hugging Face GPT-2 or Llama model as a model-only checkpoint."""
     _run(
         src,
         dst,
