@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import weakref
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,6 +36,7 @@ from .errors import ConfigError, DatasetError, first_line
 from .log import get_logger
 from .model import GPT
 from .runtime import resolve_device, resolve_dtype
+from .sampling import SamplingSettings, TextStream, pick_next
 
 logger = get_logger(__name__)
 
@@ -172,15 +175,7 @@ def next_token(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """Pick one token per row from (B, vocab) logits; temperature 0 is greedy."""
-    logits = logits.float()
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    return pick_next(logits, SamplingSettings(temperature, top_k), None, generator)
 
 
 def generate(
@@ -195,8 +190,13 @@ def generate(
     window_stride: int | None = None,
     vocab_size: int | None = None,
     compile: bool = False,
+    settings: SamplingSettings | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token of every row of ``idx`` (B, T), ``max_new_tokens`` times.
+
+    Each token is chosen by ``sampling.pick_next`` with ``settings`` (top-p, min-p, the
+    repetition penalty: see ``SamplingSettings``); without them, by ``temperature`` and
+    ``top_k`` alone. The repetition penalty sees every token of the row, the prompt's too.
 
     ``compile`` decodes with the compiled fixed-shape step (see the module's help); it
     needs the KV cache.
@@ -211,13 +211,14 @@ def generate(
         raise ConfigError(f"--window-stride must be between 1 and the block size ({block})")
     if compile and not use_cache:
         raise ConfigError("--compile decodes with the KV cache; drop --no-kv-cache")
+    if settings is None:
+        settings = SamplingSettings(temperature, top_k)
     decoder = Decoder.of(model, idx.size(0)) if compile else None
     return _generate(
         model,
         idx,
         max_new_tokens,
-        temperature,
-        top_k,
+        settings,
         generator,
         use_cache,
         stride,
@@ -297,8 +298,7 @@ def _generate(
     model: GPT,
     idx: torch.Tensor,
     max_new_tokens: int,
-    temperature: float,
-    top_k: int | None,
+    settings: SamplingSettings,
     generator: torch.Generator | None,
     use_cache: bool,
     stride: int,
@@ -312,6 +312,7 @@ def _generate(
     else:
         cache = KVCache.for_model(model, idx.size(0)) if use_cache else None
     cache_start = -1  # window start of what the cache holds; -1: nothing yet
+    penalize = settings.repetition_penalty != 1.0
     for _ in range(max_new_tokens):
         start = window_start(tokens.size(1), block, stride)
         if cache is None:
@@ -325,7 +326,8 @@ def _generate(
             logits = decoder(tokens[:, -1:])[:, None]
         else:
             logits = cache.append(model, tokens[:, -1:])
-        token = next_token(logits[:, -1, :vocab_size], temperature, top_k, generator)  # (B,)
+        seen = tokens if penalize else None
+        token = pick_next(logits[:, -1, :vocab_size], settings, seen, generator)  # (B,)
         tokens = torch.cat([tokens, token[:, None]], dim=1)
         yield token
 
@@ -362,6 +364,14 @@ def check_sampling(
             "command holds in memory; draw fewer or shorter samples per command (run it again "
             "with another --seed for more)"
         )
+
+
+def check_ending(stop: Sequence[str], max_time: float | None) -> None:
+    """Refuse an empty stop string and a time limit that is not a number of seconds."""
+    if max_time is not None and not (math.isfinite(max_time) and max_time >= 0):
+        raise ConfigError(f"--max-time must be a number of seconds, 0 or more (got {max_time})")
+    if any(not s for s in stop):
+        raise ConfigError("--stop must be some text (an empty stop string would stop at once)")
 
 
 def check_batch_memory(model: GPT, num_samples: int, length: int, device: torch.device) -> None:
@@ -441,33 +451,73 @@ class Sampler:
         num_samples: int = 1,
         temperature: float = 0.8,
         top_k: int | None = 200,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float = 1.0,
         seed: int = 1337,
+        generator: torch.Generator | None = None,
         use_cache: bool = True,
         window_stride: int | None = None,
         compile: bool = False,
     ) -> Iterator[torch.Tensor]:
         """Generate ``num_samples`` continuations of ``prompt`` in one batch, token by token.
 
-        Arguments are checked when this is called, before the first token is generated.
+        Random draws come from ``generator`` when given (a session that goes on drawing
+        from one), else from a new one seeded with ``seed``. Arguments are checked when
+        this is called, before the first token is generated.
         """
         check_sampling(temperature, top_k, num_samples, max_new_tokens, seed)
+        settings = SamplingSettings(temperature, top_k, top_p, min_p, repetition_penalty)
+        settings.check()
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise ConfigError("the prompt is empty; give --start some text")
         check_batch_memory(self.model, num_samples, len(ids) + max_new_tokens, self.device)
         idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=self.device)
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+        if generator is None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
         return generate(
             self.model,
             idx,
             max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
+            settings=settings,
             generator=generator,
             use_cache=use_cache,
             window_stride=window_stride,
             vocab_size=self.tokenizer.vocab_size,
             compile=compile,
+        )
+
+    def stream_text(
+        self,
+        prompt: str,
+        max_new_tokens: int = 500,
+        *,
+        settings: SamplingSettings | None = None,
+        stop: Sequence[str] = (),
+        max_time: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **options: Any,
+    ) -> TextStream:
+        """``stream``'s generation as text (see ``TextStream``): each sample ends at the
+        first of the ``stop`` strings, which is not part of its text; the batch ends when
+        every sample has ended, or once ``max_time`` seconds of ``clock`` have passed since
+        the first step began (checked after each token, so at least one comes).
+
+        ``settings`` gives the sampling controls instead of ``stream``'s keywords; the other
+        ``options`` are ``stream``'s (``num_samples``, ``seed``, ``generator``, ...).
+        """
+        check_ending(stop, max_time)
+        if settings is not None:
+            options = {**asdict(settings), **options}
+        tokens = self.stream(prompt, max_new_tokens, **options)
+        return TextStream(
+            tokens,
+            self.tokenizer.decode,
+            options.get("num_samples", 1),
+            stops=stop,
+            max_time=max_time,
+            clock=clock,
         )
 
 

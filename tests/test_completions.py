@@ -84,7 +84,12 @@ def test_bash_completes_commands_presets_datasets_and_checkpoints(
     assert {"prepare", "train", "finetune", "sample", "eval", "plot", "presets"} <= set(commands)
     assert bash_complete("nanogpt prepare shakespeare", env) == ["shakespeare-char", "shakespeare"]
     presets = bash_complete("nanogpt train --preset shakespeare", env)
-    assert presets == ["shakespeare-char", "shakespeare-char-cpu"]
+    assert presets == [
+        "shakespeare-char",
+        "shakespeare-char-cpu",
+        "shakespeare-char-speedrun",
+        "shakespeare-char-speedrun-cpu",
+    ]
     assert "finetune-gpt2-xl" in bash_complete("nanogpt finetune --preset finetune-", env)
     assert bash_complete("nanogpt train --dataset ", env) == ["novels", "shakespeare-char"]
     assert bash_complete("nanogpt train --batch-si", env) == ["--batch-size"]

@@ -251,3 +251,32 @@ def test_two_ddp_processes_equal_one_with_muon(
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 3e-2
     saved = torch.load(ddp / OPTIMIZER_FILE, weights_only=True)["optimizer"]
     assert optimizer_name(saved) == "muon"
+
+
+def test_the_run_estimate_counts_muons_update_without_changing_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``update_seconds`` times one scratch matrix per shape and counts each matrix of that
+    shape: on a clock that advances one second per reading, every Muon matrix adds one
+    second; the model and the optimizer's state are untouched; AdamW adds none."""
+    import time
+
+    from nanogpt_cli.train.optim import update_seconds
+
+    model = tiny_model()
+    optimizer = build_optimizer(model, OptimConfig(**MUON))
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    before = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
+    readings = iter(range(1000))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(readings)))
+    matrices = len(optimizer.muon.param_groups[0]["params"])
+    assert update_seconds(optimizer, lambda: None) == float(matrices)
+    assert update_seconds(build_optimizer(model, OptimConfig()), lambda: None) == 0.0
+    after = (model.state_dict(), optimizer.state_dict())
+    for name, tensor in before[0].items():
+        assert torch.equal(after[0][name], tensor), name
+    for i, state in before[1]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(after[1]["state"][i][key]), torch.as_tensor(value))

@@ -56,7 +56,10 @@ def evaluate(
     batch_size: Annotated[
         Optional[int],
         typer.Option(
-            "--batch-size", min=1, help="Windows per batch.", show_default="the run's, or 12"
+            "--batch-size",
+            min=1,
+            help="Windows per batch (with --tasks: requests, 16 by default).",
+            show_default="the run's, or 12",
         ),
     ] = None,
     eval_iters: Annotated[
@@ -97,19 +100,63 @@ def evaluate(
             show_default="eval.json in the run directory, else ./eval-NAME.json",
         ),
     ] = None,
+    tasks: Annotated[
+        Optional[str],
+        typer.Option(
+            "--tasks",
+            help="lm-evaluation-harness tasks, groups or tags, comma-separated (e.g. "
+            "hellaswag,lambada_openai), instead of the loss evaluation; needs pip install "
+            "'nanogpt-cli[eval]'.",
+            show_default=False,
+        ),
+    ] = None,
+    num_fewshot: Annotated[
+        Optional[int],
+        typer.Option(
+            "--num-fewshot", min=0, help="Examples before each question.", show_default="the task's"
+        ),
+    ] = None,
+    limit: Annotated[
+        Optional[float],
+        typer.Option(
+            "--limit",
+            min=0,
+            help="Documents per task: the first N (below 1: that share); for quick checks.",
+            show_default="all",
+        ),
+    ] = None,
+    output_path: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output-path",
+            help="Where to write the --tasks results (the harness's JSON).",
+            show_default="eval-tasks.json beside eval.json, else ./eval-tasks-NAME.json",
+        ),
+    ] = None,
+    include_path: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--include-path",
+            help="Folder of your own task YAML files for --tasks.",
+            show_default=False,
+        ),
+    ] = None,
     device: MaybeDevice = None,
     dtype: MaybeDType = None,
     cpu_kernels: CpuKernels = None,
 ) -> None:
-    """Evaluate a checkpoint or a GPT-2 size: loss, perplexity and bits per byte.
+    """Evaluate a checkpoint or a GPT-2 size: loss, perplexity, bits per byte, or tasks.
+
+    With --tasks, benchmark tasks instead (HellaSwag, LAMBADA, any lm-evaluation-harness
+    task, or your own with --include-path).
 
     Examples:
       nanogpt eval --checkpoint out-shakespeare-char
       nanogpt eval --init-from gpt2 --dataset shakespeare
       nanogpt eval --preset eval-gpt2
+      nanogpt eval --init-from gpt2 --tasks hellaswag,lambada_openai
     """
     from ..errors import ConfigError
-    from ..evaluate import evaluate as run_eval
     from .process import tune_process
 
     if checkpoint is not None and init_from is not None:
@@ -121,6 +168,49 @@ def evaluate(
         source = preset_values(preset).get("init_from")
     if source is None or source == "scratch":
         raise ConfigError("nothing to evaluate: give --checkpoint PATH or --init-from NAME")
+    task_options = {
+        "--num-fewshot": num_fewshot,
+        "--limit": limit,
+        "--output-path": output_path,
+        "--include-path": include_path,
+    }
+    if tasks is not None:
+        loss_options = {
+            "--dataset": dataset,
+            "--eval-iters": eval_iters,
+            "--block-size": block_size,
+            "--seed": seed,
+            "--split": split,
+            "--output": output,
+        }
+        given = [flag for flag, value in loss_options.items() if value is not None]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} set the loss evaluation, not --tasks"
+                + ("; use --output-path" if output is not None else "")
+            )
+        path = output_path or _default_output(Path(str(source)), "eval-tasks")
+        _check_output(path, "--output-path")
+        tune_process(device or "auto")
+        _run_tasks(
+            source,
+            tasks,
+            num_fewshot,
+            limit,
+            batch_size,
+            path,
+            include_path,
+            device,
+            dtype,
+            meta,
+            cpu_kernels,
+        )
+        return
+    given = [flag for flag, value in task_options.items() if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} go with --tasks")
+    from ..evaluate import evaluate as run_eval
+
     path = output or _default_output(Path(str(source)))
     _check_output(path)  # before the evaluation, which can take long
     tune_process(device or "auto")
@@ -152,7 +242,40 @@ def evaluate(
     get_logger(__name__).info(f"wrote {path}")
 
 
-def _check_output(path: Path) -> None:
+def _run_tasks(
+    source: str | Path,
+    tasks: str,
+    num_fewshot: int | None,
+    limit: float | None,
+    batch_size: int | None,
+    path: Path,
+    include_path: Path | None,
+    device: str | None,
+    dtype: str | None,
+    meta: Path | None,
+    cpu_kernels: str | None,
+) -> None:
+    from ..harness import results_table, run_tasks  # the install hint, without lm_eval
+    from ..log import get_logger
+
+    results = run_tasks(
+        source,
+        tasks,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        batch_size=batch_size,
+        output_path=path,
+        include_path=include_path,
+        device=device,
+        dtype=dtype,
+        meta=meta,
+        cpu_kernels=cpu_kernels,
+    )
+    typer.echo(results_table(results))
+    get_logger(__name__).info(f"wrote {path}")
+
+
+def _check_output(path: Path, flag: str = "--output") -> None:
     """Refuse an ``--output`` that cannot be written (a directory, a read-only place)."""
     import contextlib
     import errno
@@ -164,7 +287,7 @@ def _check_output(path: Path) -> None:
     try:
         if path.is_dir():
             raise ConfigError(
-                f"--output {path} is a directory; give a file name, e.g. {path / 'eval.json'}"
+                f"{flag} {path} is a directory; give a file name, e.g. {path / 'eval.json'}"
             )
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
@@ -176,19 +299,19 @@ def _check_output(path: Path) -> None:
                     code = errno.EROFS
             raise OSError(code, os.strerror(code), str(path))
     except OSError as e:
-        raise ConfigError(os_error_line(e, path, "--output")) from None
+        raise ConfigError(os_error_line(e, path, flag)) from None
 
 
-def _default_output(source: Path) -> Path:
-    """``eval.json`` in a run directory of ours or nanoGPT's; elsewhere (a Hugging Face
-    folder, a GPT-2 size) ``eval-NAME.json`` in the current directory, leaving the model's
-    folder as it was."""
+def _default_output(source: Path, stem: str = "eval") -> Path:
+    """``eval.json`` (``STEM.json``) in a run directory of ours or nanoGPT's; elsewhere (a
+    Hugging Face folder, a GPT-2 size) ``eval-NAME.json`` in the current directory, leaving
+    the model's folder as it was."""
     from ..checkpoint import CONFIG_FILE, UNIFIED_FILE
 
     folder = source if source.is_dir() else source.parent
     if source.exists() and ((folder / CONFIG_FILE).is_file() or (folder / UNIFIED_FILE).is_file()):
-        return folder / "eval.json"
-    return Path(f"eval-{source.resolve().name if source.exists() else source.name}.json")
+        return folder / f"{stem}.json"
+    return Path(f"{stem}-{source.resolve().name if source.exists() else source.name}.json")
 
 
 def _print_table(report: object) -> None:

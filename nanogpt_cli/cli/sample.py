@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import array
 import sys
 import time
 from pathlib import Path
@@ -81,7 +80,60 @@ def sample(
             show_default=f"{DEFAULT_TOP_K}, capped at the vocabulary size",
         ),
     ] = None,
+    top_p: Annotated[
+        Optional[float],
+        typer.Option(
+            "--top-p",
+            help="Nucleus sampling: keep the most likely tokens whose probabilities add up to "
+            "this (0 < p <= 1).",
+            show_default="off",
+        ),
+    ] = None,
+    min_p: Annotated[
+        Optional[float],
+        typer.Option(
+            "--min-p",
+            help="Drop tokens less likely than this times the most likely token (0 to 1).",
+            show_default="off",
+        ),
+    ] = None,
+    repetition_penalty: Annotated[
+        float,
+        typer.Option(
+            "--repetition-penalty",
+            help="Penalise every token already in the text, the prompt's too (CTRL's, as "
+            "transformers: > 1 repeats less; 1 is none; applies at --temperature 0 too).",
+        ),
+    ] = 1.0,
+    stop: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--stop",
+            help="End a sample at this text, which is not printed (repeatable; each sample of "
+            "a batch ends on its own); \\n stands for a newline.",
+            show_default="none",
+        ),
+    ] = None,
+    max_time: Annotated[
+        Optional[float],
+        typer.Option(
+            "--max-time",
+            help="Stop generating after this many seconds and print what is there (checked "
+            "after each token: at least one comes).",
+            show_default="no limit",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 1337,
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive",
+            help="A prompt loop: each line is a prompt, its continuation streams back; "
+            "/temperature 0.5-style commands change the settings (/help); Ctrl-C stops a "
+            "generation, Ctrl-D leaves.",
+            show_default="off",
+        ),
+    ] = False,
     device: Device = "auto",
     dtype: DType = "auto",
     kv_cache: Annotated[
@@ -119,16 +171,32 @@ def sample(
       echo "ROMEO:" | nanogpt sample --start -
       nanogpt sample --checkpoint nanoGPT/out/ckpt.pt --meta nanoGPT/data/shakespeare_char/meta.pkl
       nanogpt sample --init-from gpt2-xl --start "What is the answer to life?"
+      nanogpt sample --top-p 0.9 --repetition-penalty 1.2 --stop "\\n\\n"
+      nanogpt sample --interactive
     """
     from ..log import get_logger
     from ..progress import progress
     from ..runtime import use_compile
-    from ..sample import Sampler
+    from ..sample import Sampler, check_ending, check_sampling
+    from ..sampling import SamplingSettings, unescape
     from .process import tune_process
 
-    prompt = _read_prompt(start)
+    if interactive and (start != "\n" or num_samples != 1):
+        raise ConfigError(
+            "--interactive reads its prompts at its own prompt, one sample each; drop --start "
+            "and --num-samples"
+        )
+    prompt = "" if interactive else _read_prompt(start)
     if checkpoint is not None and init_from is not None:
         raise ConfigError("give --checkpoint or --init-from, not both")
+    stops = tuple(unescape(s) for s in stop or ())
+    settings = SamplingSettings(
+        temperature, DEFAULT_TOP_K if top_k is None else top_k, top_p, min_p, repetition_penalty
+    )
+    # before the model is loaded
+    check_sampling(temperature, top_k, num_samples, max_new_tokens, seed)
+    settings.check()
+    check_ending(stops, max_time)
     source = checkpoint or init_from or out_dir
     tune_process(device)
     sampler = Sampler.from_checkpoint(
@@ -137,52 +205,62 @@ def sample(
     vocab = sampler.tokenizer.vocab_size
     if top_k is not None and top_k > vocab:
         raise ConfigError(f"--top-k {top_k} is larger than the vocabulary ({vocab} tokens)")
-    stream = sampler.stream(
-        prompt,
-        max_new_tokens,
-        num_samples=num_samples,
-        temperature=temperature,
-        top_k=DEFAULT_TOP_K if top_k is None else top_k,
-        seed=seed,
+    options = dict(
         use_cache=kv_cache,
         window_stride=window_stride,
         # auto compiles only with the cache; an explicit --compile --no-kv-cache is an error
         compile=use_compile(compile, sampler.device) and (kv_cache or compile is True),
     )
-    decode = sampler.tokenizer.decode
+    if interactive:
+        from ..interactive import Session, history_path, prompt_loop
+
+        session = Session(settings, max_new_tokens, seed, stops, max_time, sampler.device)
+        prompt_loop(sampler, session, history=history_path(), **options)
+        return
+    stream = sampler.stream_text(
+        prompt,
+        max_new_tokens,
+        num_samples=num_samples,
+        settings=settings,
+        seed=seed,
+        stop=stops,
+        max_time=max_time,
+        **options,
+    )
     # The first sample streams as it is generated; the others of the batch follow it.
-    # Kept as 8-byte integers, not Python ints: the library bounds how many tokens these hold.
-    rest = [array.array("q") for _ in range(num_samples - 1)]
     typer.echo(prompt, nl=False)
     start_time, first_token, generated = time.perf_counter(), None, 0
     # The text itself shows the progress on a terminal; a bar only when it goes to a file.
     with progress(
         "sample", max_new_tokens, "tokens", every=None, show=not sys.stdout.isatty()
     ) as bar:
-        for tokens in stream:
+        for pieces in stream:
             first_token = first_token or time.perf_counter()
-            ids = tokens.tolist()
-            typer.echo(decode(ids[:1]), nl=False)
-            for i, token in enumerate(ids[1:]):
-                rest[i].append(token)
-            generated += 1
-            bar.advance()
+            typer.echo(pieces[0], nl=False)
+            if generated < max(s.tokens for s in stream.samples):
+                generated += 1
+                bar.advance()
     typer.echo("")
     seconds = time.perf_counter() - start_time
+    logger = get_logger(__name__)
+    if stream.timed_out:
+        per = f"{generated} token{'s' if generated != 1 else ''}"
+        logger.info(f"stopped after --max-time {max_time:g} s, at {per} per sample")
     if generated:
         assert first_token is not None
-        rate = generated * num_samples / seconds
+        total = sum(s.tokens for s in stream.samples)
+        rate = total / seconds
         what = f"{num_samples} samples x {generated}" if num_samples > 1 else f"{generated}"
-        get_logger(__name__).info(
+        logger.info(
             f"{what} tokens in {seconds:.2f} s ({rate:,.0f} tokens/s, first after "
             f"{(first_token - start_time) * 1000:.0f} ms)",
-            tokens=generated * num_samples,
+            tokens=total,
             seconds=seconds,
             tokens_per_s=rate,
         )
-    for kept in rest:
+    for kept in stream.samples[1:]:
         typer.echo("---------------")
-        typer.echo(prompt + decode(kept.tolist()))
+        typer.echo(prompt + kept.text)
 
 
 def _read_prompt(start: str) -> str:

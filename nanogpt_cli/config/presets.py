@@ -52,9 +52,69 @@ PRESETS: dict[str, dict[str, Any]] = {
             "dropout": 0.0,
         },
     },
+    # The modern recipe (rotary positions, RMSNorm, QK-norm, ReLU², an untied head, Muon on
+    # the blocks' matrices): the runs that chose each preset's values are in
+    # docs/benchmarks.md ("Time to a target loss").
+    "shakespeare-char-speedrun": {
+        "description": "shakespeare-char with the modern recipe (RoPE, RMSNorm, QK-norm, "
+        "ReLU², untied head, Muon), for a GPU.",
+        "extends": "shakespeare-char",
+        "values": {
+            "out_dir": "out-shakespeare-char-speedrun",
+            "pos_embedding": "rope",
+            "norm": "rmsnorm",
+            "qk_norm": True,
+            "activation": "relu2",
+            "tie_embeddings": False,
+            "optimizer": "muon",
+            "max_iters": 2000,
+            "lr_decay_iters": 2000,
+            "warmup_iters": 50,
+            "eval_interval": 100,
+        },
+    },
+    "shakespeare-char-speedrun-cpu": {
+        "description": "shakespeare-char-cpu with the modern recipe (RoPE, RMSNorm, QK-norm, "
+        "ReLU², untied head, Muon): the same val loss in a fraction of the time.",
+        "extends": "shakespeare-char-cpu",
+        "values": {
+            "out_dir": "out-shakespeare-char-speedrun-cpu",
+            "pos_embedding": "rope",
+            "norm": "rmsnorm",
+            "qk_norm": True,
+            "activation": "relu2",
+            "tie_embeddings": False,
+            "optimizer": "muon",
+            "max_iters": 1200,
+            "lr_decay_iters": 1200,
+            "eval_interval": 100,
+        },
+    },
     "gpt2-124m": {
         "description": "GPT-2 124M on OpenWebText (nanoGPT's train.py).",
         "values": {"out_dir": "out-gpt2-124m", "dataset": "openwebtext"},
+    },
+    "gpt2-124m-speedrun": {
+        "description": "GPT-2 124M with the modern recipe (RoPE, RMSNorm, QK-norm, ReLU², "
+        "untied head, logit soft-cap, zero-init projections, Muon).",
+        "extends": "gpt2-124m",
+        "values": {
+            "out_dir": "out-gpt2-124m-speedrun",
+            "pos_embedding": "rope",
+            "norm": "rmsnorm",
+            "norm_gain": False,
+            "qk_norm": True,
+            "activation": "relu2",
+            "tie_embeddings": False,
+            "logit_softcap": 15.0,
+            "zero_init_proj": True,
+            "optimizer": "muon",
+            "muon_lr": 0.02,
+            "max_iters": 10000,
+            "lr_decay_iters": 10000,
+            "warmup_iters": 200,
+            "eval_interval": 500,
+        },
     },
     # nanoGPT's config/finetune_shakespeare.py, one preset per GPT-2 size.
     "finetune-gpt2": {

@@ -167,6 +167,19 @@ class EvalConfig:
     eval_interval: int = opt(2000, "Evaluate train/val loss every this many steps.")
     eval_iters: int = opt(200, "Batches per split in each evaluation.")
     eval_only: bool = opt(False, "Evaluate once and exit.")
+    eval_tasks: str | None = opt(
+        None,
+        "lm-evaluation-harness tasks to score at evaluations, comma-separated (e.g. "
+        "hellaswag); needs pip install 'nanogpt-cli[eval]'.",
+        default_text="none",
+    )
+    eval_tasks_limit: int | None = opt(
+        None, "Documents per task for --eval-tasks (the first N).", default_text="all"
+    )
+    eval_tasks_every: int = opt(1, "Run --eval-tasks at every this many evaluations.")
+    eval_tasks_include_path: str | None = opt(
+        None, "Folder of your own task YAML files for --eval-tasks.", default_text="none"
+    )
 
 
 @dataclass

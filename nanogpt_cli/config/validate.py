@@ -89,6 +89,8 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "max_bad_steps": (1, 2**31 - 1),
     "eval_interval": (1, 2**48),
     "eval_iters": (1, 2**31 - 1),
+    "eval_tasks_limit": (1, 2**31 - 1),
+    "eval_tasks_every": (1, 2**31 - 1),
     "log_interval": (1, 2**48),
     "seed": (0, INT64_MAX),
     "nproc_per_node": (1, 4096),
@@ -220,6 +222,13 @@ def validate(cfg: TrainConfig) -> list[str]:
         problems.append(
             "--optimizer muon does not run with --strategy fsdp (Muon needs whole weight "
             "matrices, FSDP shards them); use --strategy ddp or --optimizer adamw"
+        )
+    if cfg.eval.eval_tasks and s.strategy == "fsdp":
+        # rank 0 runs the tasks alone; an FSDP model needs every rank for a forward pass
+        problems.append(
+            "--eval-tasks does not run with --strategy fsdp (rank 0 scores the tasks "
+            "alone, FSDP needs every process); use --strategy ddp, or run nanogpt eval "
+            "--tasks on the checkpoints"
         )
     if (problem := device_problem(s.device)) is not None:
         problems.append(f"--device: {problem}")

@@ -137,6 +137,33 @@ class MuonAdamW(torch.optim.Optimizer):
         return f"MuonAdamW({self.muon!r}, {self.adamw!r})"
 
 
+def update_seconds(optimizer: torch.optim.Optimizer, sync: Callable[[], None]) -> float:
+    """Seconds of one update of ``optimizer``'s Muon matrices, timed without touching the
+    run: one scratch matrix of each shape, stepped by a scratch ``torch.optim.Muon`` (once
+    to warm up, once timed), times the number of matrices of that shape (the cost of an
+    orthogonalisation depends on the shape alone). AdamW's update, a small part of a step,
+    counts as none (and so does every optimizer but Muon)."""
+    if not isinstance(optimizer, MuonAdamW):
+        return 0.0
+    import time
+    from collections import Counter
+
+    group = optimizer.muon.param_groups[0]
+    first = group["params"][0]
+    total = 0.0
+    for shape, count in Counter(tuple(p.shape) for p in group["params"]).items():
+        scratch = torch.ones(shape, device=first.device, dtype=first.dtype, requires_grad=True)
+        scratch.grad = torch.ones_like(scratch)
+        muon = torch.optim.Muon([scratch], lr=group["lr"], momentum=group["momentum"])
+        muon.step()
+        sync()
+        start = time.perf_counter()
+        muon.step()
+        sync()
+        total += (time.perf_counter() - start) * count
+    return total
+
+
 def optimizer_name(state: dict[str, Any]) -> str:
     """Which optimizer saved ``state`` (an ``optimizer.state_dict()``): ``muon`` where a
     group has Muon's hyperparameters, else ``adamw``."""

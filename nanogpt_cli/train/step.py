@@ -20,7 +20,7 @@ import torch
 from ..errors import first_line
 from ..log import get_logger
 from ..runtime import autocast, synchronize
-from .optim import clip_gradients, total_norm
+from .optim import clip_gradients, total_norm, update_seconds
 
 logger = get_logger(__name__)
 
@@ -133,8 +133,8 @@ class TrainStep:
         without compiling; always two in a distributed run) and one evaluation forward pass,
         without
         changing the run: the optimizer never steps, the gradients are dropped and the
-        random generators put back. A step's time is ``grad_accum`` passes (the optimizer's
-        update, a small part, is not included)."""
+        random generators put back. A step's time is ``grad_accum`` passes and Muon's update
+        (``optim.update_seconds``; AdamW's, a small part, is not included)."""
         from .rng import capture_rng, restore_rng
 
         rng = capture_rng()
@@ -169,6 +169,7 @@ class TrainStep:
                 synchronize(self.device)
                 eval_s = time.perf_counter() - start
             self.model.train(was_training)
+            update_s = update_seconds(self.optimizer, lambda: synchronize(self.device))
         finally:
             self.optimizer.zero_grad(set_to_none=True)
             restore_rng(rng)
@@ -176,7 +177,7 @@ class TrainStep:
                 torch.mps.set_rng_state(mps_rng)
         timed = times[1:] or times
         micro_s = sorted(timed)[len(timed) // 2]
-        return StepTimes(times[0], micro_s, micro_s * self.grad_accum, eval_s)
+        return StepTimes(times[0], micro_s, micro_s * self.grad_accum + update_s, eval_s)
 
     def _guarded_step(self, bad: torch.Tensor) -> None:
         # The fused AdamW kernel skips its update where ``found_inf`` is set, the way
