@@ -52,10 +52,13 @@ def norm_layer(config: ModelConfig, dim: int) -> nn.Module:
 
 def rotary(pos: torch.Tensor, head_size: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosines and sines (T, hs) of rotary embeddings at positions ``pos`` (T,): feature
-    pair (i, i + hs/2) of each head turns by ``pos / base**(2i/hs)``."""
+    pair (i, i + hs/2) of each head turns by ``pos / base**(2i/hs)``. Positions (B, T), one
+    row per sequence (a server's batch, each row at its own position), give (B, 1, T, hs)."""
     inv_freq = base ** -(torch.arange(0, head_size, 2, device=pos.device) / head_size)
-    angles = pos.float()[:, None] * inv_freq[None, :]  # (T, hs/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
+    angles = pos.float()[..., None] * inv_freq  # (T, hs/2) or (B, T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hs) or (B, T, hs)
+    if pos.dim() == 2:
+        angles = angles[:, None]  # (B, 1, T, hs): broadcast over the heads
     return angles.cos(), angles.sin()
 
 
@@ -244,7 +247,8 @@ class GPT(nn.Module):
         """Logits (B, T, vocab) of token ids ``idx`` (B, T) and, given targets, the mean
         cross-entropy loss.
 
-        ``pos`` (T,) holds the tokens' positions (default 0 to T-1) and ``cache`` one
+        ``pos`` (T,) holds the tokens' positions (default 0 to T-1), or (B, T) when each
+        row sits at positions of its own (a server's batch), and ``cache`` one
         ``LayerCache`` per block with the keys and values of the positions before them:
         generation continues a sequence that way (``sample.KVCache``). With ``last_only``
         only the last position's logits are computed (B, 1, vocab), all generation needs.
@@ -264,7 +268,7 @@ class GPT(nn.Module):
         if self.config.pos_embedding == "rope":
             rope = rotary(pos, self.config.n_embd // self.config.n_head, self.config.rope_base)
         else:
-            x = x + self.transformer.wpe(pos)  # (T, n_embd) broadcast over the batch
+            x = x + self.transformer.wpe(pos)  # (T, n_embd) over the batch, or (B, T, n_embd)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache[i] if cache is not None else None, rope)

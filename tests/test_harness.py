@@ -135,7 +135,8 @@ def both(gpt2_pair: dict[str, Path]) -> dict[str, dict[str, Any]]:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    from nanogpt_cli.harness import NanoGPTLM, task_manager
+    from nanogpt_cli.harness import NanoGPTLM
+    from nanogpt_cli.tasks import task_manager
 
     manager = task_manager(str(gpt2_pair["tasks"]))
     tasks = ["tiny_mc", "tiny_rolling", "tiny_gen"]
@@ -254,7 +255,7 @@ def test_char_model_perplexity_agrees_with_nanogpt_eval(
     from nanogpt_cli.data.dataset import write_meta, write_tokens
     from nanogpt_cli.data.tokenizer import tokenizer_from_dict
     from nanogpt_cli.evaluate import evaluate
-    from nanogpt_cli.harness import run_tasks
+    from nanogpt_cli.tasks import run_tasks
 
     meta = json.loads((char_run / "data" / "shakespeare-char" / "meta.json").read_text())
     ids = tokenizer_from_dict(meta["tokenizer"]).encode("\n" + CHAR_TEXT)
@@ -286,6 +287,7 @@ def test_without_the_extra_eval_tasks_gives_the_install_hint(
 ) -> None:
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval fails
     monkeypatch.delitem(sys.modules, "nanogpt_cli.harness", raising=False)
+    monkeypatch.delitem(sys.modules, "nanogpt_cli.tasks", raising=False)
     with pytest.raises(SystemExit) as stopped:
         main(["eval", "--init-from", "gpt2", "--tasks", "hellaswag"])
     err = capsys.readouterr().err.strip()

@@ -22,43 +22,30 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig
-from ..errors import CheckpointDamaged, CheckpointError, first_line
-from ..model import NORM_EPS, mlp_hidden
+from ..errors import CheckpointDamaged, CheckpointError
 from . import fields
-from .core import HF, LM_HEAD, WTE, Checkpoint, TrainState, canonical_weights
+from .core import LM_HEAD, WTE, Checkpoint, canonical_weights
 from .directory import fsync_dir
 from .files import seal
-from .llama import LLAMA, llama_blockers, llama_config_kwargs, llama_state_dict, weights_from_llama
-from .safety import load_torch_file
+from .hf_folder import (
+    GPT2_VOCAB,
+    HF_CONFIG,
+    hf_checkpoint,
+    is_hf_folder,
+    model_type,
+    raw_weights,
+    resolve_hf_source,
+)
+from .llama import LLAMA, llama_blockers, llama_config_kwargs, llama_state_dict, read_llama
 
-HF_CONFIG = "config.json"
-MODEL_TYPES = ("gpt2", LLAMA)  # the transformers architectures read and written
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _TO_HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
 _FROM_HF_ACTIVATION = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
-GPT2_VOCAB = 50257
 GPT2_EOT = 50256
 CHAR_TOKENIZER_NOTE = (
     "character-level model: tokenizer.json maps one character to one id, so "
     "AutoTokenizer, pipelines and generate() work; tools that assume GPT-2's BPE do not"
 )
-
-
-def model_type(path: Path) -> str | None:
-    """The ``model_type`` of the Hugging Face config in folder ``path``; None without one."""
-    config = path / HF_CONFIG
-    if not config.is_file():
-        return None
-    try:
-        found = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
-    return found if isinstance(found, str) else None
-
-
-def is_hf_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder holding a Hugging Face GPT-2 or Llama model."""
-    return model_type(path) in MODEL_TYPES
 
 
 # What ``write_hf`` puts in a folder; ``--force`` replaces only a folder made of these.
@@ -297,76 +284,6 @@ def char_tokenizer(chars: list[str]) -> Any:
 # -- import ------------------------------------------------------------------------------------
 
 
-def resolve_hf_source(src: str | Path) -> Path:
-    """A local folder for ``src``: the folder itself, or a hub id downloaded to the cache."""
-    path = Path(src).expanduser()
-    if path.exists():
-        if not is_hf_folder(path):
-            raise CheckpointError(
-                f"{path} is not a Hugging Face GPT-2 or Llama folder (no config.json with "
-                "model_type 'gpt2' or 'llama')"
-            )
-        return path
-    name = str(src)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise CheckpointError(f"{src} does not exist")
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = Path(snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.safetensors"]))
-        if not list(folder.glob("*.safetensors")):
-            folder = Path(snapshot_download(name, allow_patterns=["pytorch_model.bin"]))
-    except Exception as e:  # network, unknown repo, authentication: all one message
-        raise CheckpointError(
-            f"{src} is not a local folder and could not be fetched from the Hugging Face hub "
-            f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); "
-            "download it elsewhere and pass its folder"
-        ) from None
-    if not is_hf_folder(folder):
-        raise CheckpointError(
-            f"hub model {src} is not a GPT-2 or Llama model (model_type is neither)"
-        )
-    return folder
-
-
-def _hf_raw_weights(folder: Path) -> dict[str, torch.Tensor]:
-    index = folder / "model.safetensors.index.json"
-    if (folder / "model.safetensors").is_file():
-        return _safetensors(folder / "model.safetensors")
-    if index.is_file():
-        weight_map = fields.Fields(fields.read_json(index), index).obj("weight_map")
-        shards = set(weight_map.values())
-        if not all(isinstance(s, str) and s == Path(s).name for s in shards):
-            raise fields.invalid(index, "weight_map", "must name files in its own folder")
-        out: dict[str, torch.Tensor] = {}
-        for shard in sorted(shards):
-            out.update(_safetensors(folder / shard))
-        return out
-    if (folder / "pytorch_model.bin").is_file():
-        state = load_torch_file(folder / "pytorch_model.bin")
-        if not isinstance(state, dict) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-        ):
-            raise CheckpointDamaged(
-                f"{folder / 'pytorch_model.bin'} is not a state dict (names to tensors)"
-            )
-        return state
-    raise CheckpointDamaged(f"{folder} has no model.safetensors or pytorch_model.bin")
-
-
-def _safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointDamaged(
-            f"{path} is not a readable safetensors file ({first_line(e)}); the file is damaged "
-            "or not a checkpoint"
-        ) from None
-
-
 def our_weights(raw: Mapping[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
     """Hugging Face GPT-2 weights under nanogpt's names and layouts."""
     out: dict[str, torch.Tensor] = {}
@@ -397,7 +314,7 @@ def read_hf(src: str | Path) -> Checkpoint:
     source = folder / HF_CONFIG
     hf = fields.Fields(fields.read_json(source), source)
     if model_type(folder) == LLAMA:
-        return _read_llama(folder, hf)
+        return read_llama(folder, hf)
     problems = []
     activation = _FROM_HF_ACTIVATION.get(hf.text("activation_function", "gelu_new"))
     if activation is None:
@@ -429,7 +346,7 @@ def read_hf(src: str | Path) -> Checkpoint:
     # Hugging Face's GPT-2 always has biases; a model nanogpt exported without them says so.
     bias = fields.Fields(extra.obj("model", {}), source, "nanogpt.model").raw("bias", True)
     bias = bias is not False
-    weights = our_weights(_hf_raw_weights(folder), folder)
+    weights = our_weights(raw_weights(folder), folder)
     if not bias:
         _drop_zero_biases(weights, folder)
     model_config = ModelConfig(
@@ -443,108 +360,4 @@ def read_hf(src: str | Path) -> Checkpoint:
     )
     shapes = {name: tuple(t.shape) for name, t in weights.items()}
     fields.check_shapes(model_config, shapes, source, folder, {"block_size": "n_positions"})
-    return _hf_checkpoint(folder, model_config, weights, tokenizer, dataset, iter_num)
-
-
-def _hf_checkpoint(
-    folder: Path,
-    model_config: ModelConfig,
-    weights: dict[str, torch.Tensor],
-    tokenizer: dict[str, Any] | None,
-    dataset: str | None,
-    iter_num: int,
-) -> Checkpoint:
-    notes: list[str] = []
-    if tokenizer is None and model_config.vocab_size == GPT2_VOCAB:
-        tokenizer = {"kind": "tiktoken", "name": "gpt2"}
-        notes.append("vocabulary of 50257: taken to be GPT-2's BPE")
-    elif tokenizer is None:
-        notes.append("no nanogpt tokenizer recorded: sampling will need one")
-    return Checkpoint(
-        model_config=model_config,
-        tokenizer=tokenizer,
-        state=TrainState(iter_num=iter_num),
-        dataset=dataset,
-        path=folder,
-        format=HF,
-        origin="transformers",
-        files=sorted(p for p in folder.iterdir() if p.is_file()),
-        notes=notes,
-        _weights=weights,
-    )
-
-
-def _read_llama(folder: Path, hf: fields.Fields) -> Checkpoint:
-    """A Llama folder as a nanogpt model (``checkpoint.llama``): RoPE, RMSNorm, SwiGLU."""
-    source = folder / HF_CONFIG
-    problems = []
-    act = hf.text("hidden_act", "silu")
-    if act != "silu":
-        problems.append(f"hidden_act {act!r}")
-    n_embd = hf.integer("hidden_size", low=1, high=fields.MAX_DIM)
-    n_head = hf.integer("num_attention_heads", low=1, high=fields.MAX_DIM)
-    if n_embd % n_head:
-        raise fields.invalid(source, "hidden_size", f"({n_embd}) is not divisible by n_head")
-    kv_heads = hf.integer("num_key_value_heads", None, low=1, high=fields.MAX_DIM)
-    if kv_heads not in (None, n_head):
-        problems.append(f"grouped-query attention (num_key_value_heads {kv_heads})")
-    head_dim = hf.integer("head_dim", None, low=1, high=fields.MAX_DIM)
-    if head_dim not in (None, n_embd // n_head):
-        problems.append(f"head_dim {head_dim}")
-    rope = fields.Fields(hf.obj("rope_parameters", {}), source, "rope_parameters")
-    if hf.raw("rope_scaling", None) or rope.text("rope_type", "default") != "default":
-        problems.append("scaled rotary embeddings (rope_scaling)")
-    theta = rope.number("rope_theta", None, low=1e-9) or hf.number("rope_theta", 10000.0, low=1e-9)
-    epsilon = hf.number("rms_norm_eps", 1e-6)
-    if abs(epsilon - NORM_EPS) > 1e-12:
-        problems.append(f"rms_norm_eps {epsilon} (nanogpt's norms use {NORM_EPS})")
-    bias = hf.boolean("attention_bias", False)
-    if hf.boolean("mlp_bias", False) != bias:
-        problems.append("biases in the attention but not the MLP, or the other way round")
-    extra = fields.Fields(hf.obj("nanogpt", {}), source, "nanogpt")
-    ours = fields.Fields(extra.obj("model", {}), source, "nanogpt.model")
-    model_config = ModelConfig(
-        n_layer=hf.integer("num_hidden_layers", low=1, high=fields.MAX_DIM),
-        n_head=n_head,
-        n_embd=n_embd,
-        block_size=hf.integer("max_position_embeddings", 2048, low=1, high=fields.MAX_DIM),
-        vocab_size=None,
-        dropout=0.0,
-        bias=bias,
-        pos_embedding="rope",
-        rope_base=theta,
-        norm="rmsnorm",
-        norm_gain=ours.raw("norm_gain", True) is not False,
-        activation="swiglu",
-        tie_embeddings=hf.boolean("tie_word_embeddings", False),
-    )
-    hidden = hf.integer("intermediate_size", low=1, high=fields.INT64_MAX)
-    if hidden != mlp_hidden(model_config):
-        problems.append(
-            f"intermediate_size {hidden} (nanogpt's SwiGLU width for hidden_size {n_embd} is "
-            f"{mlp_hidden(model_config)})"
-        )
-    if problems:
-        raise CheckpointError(
-            f"{folder} is a Llama variant nanogpt's model does not compute: " + ", ".join(problems)
-        )
-    try:
-        weights, gains = weights_from_llama(_hf_raw_weights(folder), model_config)
-    except KeyError as e:
-        raise CheckpointDamaged(f"{folder}: the Llama weights have no {e.args[0]}") from None
-    if model_config.norm_gain:
-        weights.update(gains)
-    elif any(not torch.all(g == 1) for g in gains.values()):
-        raise CheckpointError(
-            f"{source} says it was exported from a nanogpt model without norm gains, but its "
-            "norms have gains other than one"
-        )
-    weights = canonical_weights(weights, folder)
-    shapes = {name: tuple(t.shape) for name, t in weights.items()}
-    names = {"n_embd": "hidden_size", "n_layer": "num_hidden_layers"}
-    fields.check_shapes(model_config, shapes, source, folder, names)
-    tokenizer = fields.tokenizer_field(extra.raw("tokenizer", None), source, "nanogpt.tokenizer")
-    iter_num = extra.integer("iter_num", None) or 0
-    return _hf_checkpoint(
-        folder, model_config, weights, tokenizer, extra.text("dataset", None), iter_num
-    )
+    return hf_checkpoint(folder, model_config, weights, tokenizer, dataset, iter_num)

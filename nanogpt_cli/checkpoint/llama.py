@@ -15,15 +15,19 @@ embeddings, LayerNorm or a non-gated MLP: such models are refused, naming the op
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import ModelConfig
+from ..errors import CheckpointDamaged, CheckpointError
 from ..model import NORM_EPS, mlp_hidden
-from .core import LM_HEAD, WTE
+from . import fields
+from .core import LM_HEAD, WTE, Checkpoint, canonical_weights
+from .hf_folder import HF_CONFIG, hf_checkpoint, raw_weights
 
-LLAMA = "llama"
+LLAMA = "llama"  # the model_type
 
 # nanogpt's per-layer tensors -> Llama's, for those that map one to one.
 _SAME = {
@@ -126,3 +130,79 @@ def weights_from_llama(
                 if all(p is not None for p in parts):
                     out[f"{ours}{name}.{kind}"] = torch.cat(parts, dim=0)  # type: ignore[arg-type]
     return out, gains
+
+
+def read_llama(folder: Path, hf: fields.Fields) -> Checkpoint:
+    """A Llama folder as a nanogpt model (``checkpoint.llama``): RoPE, RMSNorm, SwiGLU."""
+    source = folder / HF_CONFIG
+    problems = []
+    act = hf.text("hidden_act", "silu")
+    if act != "silu":
+        problems.append(f"hidden_act {act!r}")
+    n_embd = hf.integer("hidden_size", low=1, high=fields.MAX_DIM)
+    n_head = hf.integer("num_attention_heads", low=1, high=fields.MAX_DIM)
+    if n_embd % n_head:
+        raise fields.invalid(source, "hidden_size", f"({n_embd}) is not divisible by n_head")
+    kv_heads = hf.integer("num_key_value_heads", None, low=1, high=fields.MAX_DIM)
+    if kv_heads not in (None, n_head):
+        problems.append(f"grouped-query attention (num_key_value_heads {kv_heads})")
+    head_dim = hf.integer("head_dim", None, low=1, high=fields.MAX_DIM)
+    if head_dim not in (None, n_embd // n_head):
+        problems.append(f"head_dim {head_dim}")
+    rope = fields.Fields(hf.obj("rope_parameters", {}), source, "rope_parameters")
+    if hf.raw("rope_scaling", None) or rope.text("rope_type", "default") != "default":
+        problems.append("scaled rotary embeddings (rope_scaling)")
+    theta = rope.number("rope_theta", None, low=1e-9) or hf.number("rope_theta", 10000.0, low=1e-9)
+    epsilon = hf.number("rms_norm_eps", 1e-6)
+    if abs(epsilon - NORM_EPS) > 1e-12:
+        problems.append(f"rms_norm_eps {epsilon} (nanogpt's norms use {NORM_EPS})")
+    bias = hf.boolean("attention_bias", False)
+    if hf.boolean("mlp_bias", False) != bias:
+        problems.append("biases in the attention but not the MLP, or the other way round")
+    extra = fields.Fields(hf.obj("nanogpt", {}), source, "nanogpt")
+    ours = fields.Fields(extra.obj("model", {}), source, "nanogpt.model")
+    model_config = ModelConfig(
+        n_layer=hf.integer("num_hidden_layers", low=1, high=fields.MAX_DIM),
+        n_head=n_head,
+        n_embd=n_embd,
+        block_size=hf.integer("max_position_embeddings", 2048, low=1, high=fields.MAX_DIM),
+        vocab_size=None,
+        dropout=0.0,
+        bias=bias,
+        pos_embedding="rope",
+        rope_base=theta,
+        norm="rmsnorm",
+        norm_gain=ours.raw("norm_gain", True) is not False,
+        activation="swiglu",
+        tie_embeddings=hf.boolean("tie_word_embeddings", False),
+    )
+    hidden = hf.integer("intermediate_size", low=1, high=fields.INT64_MAX)
+    if hidden != mlp_hidden(model_config):
+        problems.append(
+            f"intermediate_size {hidden} (nanogpt's SwiGLU width for hidden_size {n_embd} is "
+            f"{mlp_hidden(model_config)})"
+        )
+    if problems:
+        raise CheckpointError(
+            f"{folder} is a Llama variant nanogpt's model does not compute: " + ", ".join(problems)
+        )
+    try:
+        weights, gains = weights_from_llama(raw_weights(folder), model_config)
+    except KeyError as e:
+        raise CheckpointDamaged(f"{folder}: the Llama weights have no {e.args[0]}") from None
+    if model_config.norm_gain:
+        weights.update(gains)
+    elif any(not torch.all(g == 1) for g in gains.values()):
+        raise CheckpointError(
+            f"{source} says it was exported from a nanogpt model without norm gains, but its "
+            "norms have gains other than one"
+        )
+    weights = canonical_weights(weights, folder)
+    shapes = {name: tuple(t.shape) for name, t in weights.items()}
+    names = {"n_embd": "hidden_size", "n_layer": "num_hidden_layers"}
+    fields.check_shapes(model_config, shapes, source, folder, names)
+    tokenizer = fields.tokenizer_field(extra.raw("tokenizer", None), source, "nanogpt.tokenizer")
+    iter_num = extra.integer("iter_num", None) or 0
+    return hf_checkpoint(
+        folder, model_config, weights, tokenizer, extra.text("dataset", None), iter_num
+    )

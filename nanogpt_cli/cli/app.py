@@ -41,10 +41,13 @@ COMMANDS: dict[str, _Entry] = {
         "finetune", "finetune", "Finetune GPT-2 (or any checkpoint) on a prepared dataset."
     ),
     "sample": _Entry("sample", "sample", "Generate text from a checkpoint, streamed to stdout."),
+    "serve": _Entry(
+        "serve", "serve", "Serve a checkpoint over HTTP with OpenAI's completions API."
+    ),
     "eval": _Entry(
         "eval",
         "evaluate",
-        "Evaluate a checkpoint or a GPT-2 size: loss, perplexity and bits per byte.",
+        "Evaluate a checkpoint or a GPT-2 size: loss, perplexity, bits per byte, or tasks.",
     ),
     "plot": _Entry("plot", "plot", "Plot the losses of one or more runs."),
     "prepare": _Entry(

@@ -255,8 +255,8 @@ def _run_tasks(
     meta: Path | None,
     cpu_kernels: str | None,
 ) -> None:
-    from ..harness import results_table, run_tasks  # the install hint, without lm_eval
     from ..log import get_logger
+    from ..tasks import results_table, run_tasks  # the install hint, without lm_eval
 
     results = run_tasks(
         source,

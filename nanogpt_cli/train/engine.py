@@ -141,15 +141,9 @@ class Trainer:
         )
         self.tasks = None  # --eval-tasks: looked up now, run in rank 0 at evaluations
         if cfg.eval.eval_tasks and self.main:
-            from ..harness import TrainingTasks
+            from .tasks import TrainingTasks
 
-            self.tasks = TrainingTasks(
-                cfg.eval.eval_tasks,
-                cfg.eval.eval_tasks_include_path,
-                cfg.eval.eval_tasks_limit,
-                cfg.eval.eval_tasks_every,
-                cfg.eval.eval_interval,
-            )
+            self.tasks = TrainingTasks.of(cfg.eval)
         self.peak = peak_flops(self.device, self.dtype)
         self.health = Health(cfg.optim.max_bad_steps)
         self._check = StopCheck(self._stop, self.dist, self.device)
@@ -333,7 +327,8 @@ class Trainer:
                     lr=lr,
                 )
                 if self.tasks is not None and self.tasks.due(it, last):
-                    self._score_tasks(metrics, it)
+                    scores = self.tasks.run(self.model, self.dataset.tokenizer_info, self)
+                    metrics.write("tasks", iter=it, tokens=state.tokens_seen, **scores)
                 if improved:
                     state.best_val_loss = val_loss
                 if cfg.eval.eval_only:
@@ -427,17 +422,6 @@ class Trainer:
                 "it does not replace the best checkpoint"
             )
         return trusted
-
-    def _score_tasks(self, metrics: MetricsWriter | NullMetrics, it: int) -> None:
-        """Score ``--eval-tasks`` on the model now; a ``tasks`` record in metrics.jsonl."""
-        from ..data.tokenizer import tokenizer_from_dict
-
-        assert self.tasks is not None
-        tokenizer = tokenizer_from_dict(self.dataset.tokenizer_info)
-        scores = self.tasks.run(self.model, tokenizer, self.device, self.dtype)
-        shown = ", ".join(f"{name} {value:.4f}" for name, value in scores.items())
-        logger.info(f"tasks at iter {it}: {shown}", iter=it, **scores)
-        metrics.write("tasks", iter=it, tokens=self.state.tokens_seen, **scores)
 
     def evaluate(self) -> dict[str, float]:
         """Mean loss over the fixed evaluation windows of each split (shared among the
