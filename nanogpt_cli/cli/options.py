@@ -33,7 +33,7 @@ from ..config import (
 from ..config.dtypes import DTYPE_SPELLINGS, dtype_name
 from ..config.validate import TypeProblem, check_type
 from ..errors import ConfigError
-from .complete import COMPLETERS, complete_preset
+from .complete import COMPLETERS, complete_checkpoint, complete_init_from, complete_preset
 from .roothelp import HelpCommand
 
 
@@ -115,6 +115,38 @@ DataDir = Annotated[
     Optional[Path],
     typer.Option(
         "--data-dir", help=SPECS["data_dir"].help, show_default=SPECS["data_dir"].default_text
+    ),
+]
+
+# Where a model to load comes from (sample, serve): a run directory, any checkpoint, a GPT-2
+# size, and a nanoGPT character vocabulary.
+CheckpointPath = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--checkpoint",
+        help="Checkpoint directory or file, any format (nanoGPT's ckpt.pt and Hugging Face "
+        "folders too); overrides --out-dir.",
+        autocompletion=complete_checkpoint,
+        show_default=False,
+    ),
+]
+InitFrom = Annotated[
+    Optional[str],
+    typer.Option(
+        "--init-from",
+        help="A GPT-2 size (gpt2, gpt2-medium, gpt2-large, gpt2-xl; from the Hugging Face hub "
+        "or its cache) or a path; overrides --out-dir.",
+        autocompletion=complete_init_from,
+        show_default=False,
+    ),
+]
+MetaPath = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--meta",
+        help="nanoGPT meta.pkl with the character vocabulary of a ckpt.pt (default: beside "
+        "the checkpoint, or data/<dataset>/meta.pkl).",
+        show_default=False,
     ),
 ]
 

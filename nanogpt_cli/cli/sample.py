@@ -11,8 +11,8 @@ import typer
 
 from ..config import DEFAULT_PRESET, preset_values
 from ..errors import ConfigError
-from .complete import complete_checkpoint, complete_init_from
-from .options import CpuKernels, Device, DType
+from .complete import complete_checkpoint
+from .options import CheckpointPath, CpuKernels, Device, DType, InitFrom, MetaPath
 
 DEFAULT_OUT_DIR = preset_values(DEFAULT_PRESET)["out_dir"]
 DEFAULT_TOP_K = 200
@@ -27,35 +27,9 @@ def sample(
             autocompletion=complete_checkpoint,
         ),
     ] = Path(DEFAULT_OUT_DIR),
-    checkpoint: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--checkpoint",
-            help="Checkpoint directory or file, any format (nanoGPT's ckpt.pt and Hugging "
-            "Face folders too); overrides --out-dir.",
-            autocompletion=complete_checkpoint,
-            show_default=False,
-        ),
-    ] = None,
-    init_from: Annotated[
-        Optional[str],
-        typer.Option(
-            "--init-from",
-            help="A GPT-2 size (gpt2, gpt2-medium, gpt2-large, gpt2-xl; from the Hugging Face "
-            "hub or its cache) or a path; overrides --out-dir.",
-            autocompletion=complete_init_from,
-            show_default=False,
-        ),
-    ] = None,
-    meta: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--meta",
-            help="nanoGPT meta.pkl with the character vocabulary of a ckpt.pt "
-            "(default: beside the checkpoint, or data/<dataset>/meta.pkl).",
-            show_default=False,
-        ),
-    ] = None,
+    checkpoint: CheckpointPath = None,
+    init_from: InitFrom = None,
+    meta: MetaPath = None,
     start: Annotated[
         str,
         typer.Option(
