@@ -10,6 +10,17 @@ from ..errors import ConfigError
 from .files import read_preset_file
 from .validate import suggest
 
+# Rotary positions, RMSNorm, QK-norm, ReLU², an untied head and Muon on the blocks'
+# matrices: what the speedrun presets add to the classic ones.
+MODERN_RECIPE: dict[str, Any] = {
+    "pos_embedding": "rope",
+    "norm": "rmsnorm",
+    "qk_norm": True,
+    "activation": "relu2",
+    "tie_embeddings": False,
+    "optimizer": "muon",
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "shakespeare-char": {
         "description": "Baby GPT on character-level Shakespeare (nanoGPT).",
@@ -52,21 +63,15 @@ PRESETS: dict[str, dict[str, Any]] = {
             "dropout": 0.0,
         },
     },
-    # The modern recipe (rotary positions, RMSNorm, QK-norm, ReLU², an untied head, Muon on
-    # the blocks' matrices): the runs that chose each preset's values are in
-    # docs/benchmarks.md ("Time to a target loss").
+    # The speedrun presets: MODERN_RECIPE over a classic preset. The runs that chose their
+    # values are in docs/training.md ("Speedrun presets").
     "shakespeare-char-speedrun": {
         "description": "shakespeare-char with the modern recipe (RoPE, RMSNorm, QK-norm, "
         "ReLU², untied head, Muon), for a GPU.",
         "extends": "shakespeare-char",
         "values": {
             "out_dir": "out-shakespeare-char-speedrun",
-            "pos_embedding": "rope",
-            "norm": "rmsnorm",
-            "qk_norm": True,
-            "activation": "relu2",
-            "tie_embeddings": False,
-            "optimizer": "muon",
+            **MODERN_RECIPE,
             "max_iters": 2000,
             "lr_decay_iters": 2000,
             "warmup_iters": 50,
@@ -79,12 +84,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "extends": "shakespeare-char-cpu",
         "values": {
             "out_dir": "out-shakespeare-char-speedrun-cpu",
-            "pos_embedding": "rope",
-            "norm": "rmsnorm",
-            "qk_norm": True,
-            "activation": "relu2",
-            "tie_embeddings": False,
-            "optimizer": "muon",
+            **MODERN_RECIPE,
             "muon_momentum": 0.85,
             "batch_size": 16,
             "max_iters": 700,
@@ -103,16 +103,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "extends": "gpt2-124m",
         "values": {
             "out_dir": "out-gpt2-124m-speedrun",
-            "pos_embedding": "rope",
-            "norm": "rmsnorm",
+            **MODERN_RECIPE,
             "norm_gain": False,
-            "qk_norm": True,
-            "activation": "relu2",
-            "tie_embeddings": False,
             "logit_softcap": 15.0,
             "zero_init_proj": True,
-            "optimizer": "muon",
-            "muon_lr": 0.02,
             "max_iters": 10000,
             "lr_decay_iters": 10000,
             "warmup_iters": 200,
