@@ -98,5 +98,9 @@ def load_torch_file(path: str | Path, *, mmap: bool = False) -> Any:
         raise CheckpointError(f"{path} is not a checkpoint (it is empty or cut short)") from None
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
-    except (ValueError, IndexError, KeyError, TypeError, RecursionError) as e:
-        raise CheckpointError(f"{path} is not a checkpoint ({first_line(e)})") from None
+    except (ValueError, IndexError, KeyError, TypeError, RecursionError):
+        # what the unpickler trips on in random bytes, which may also look like a pickle
+        # for a few opcodes: the same answer as for bytes that never did
+        raise CheckpointError(
+            f"{path} is not a checkpoint (not a file torch.save writes)"
+        ) from None
